@@ -144,7 +144,7 @@ class _Recurrent(nn.RNNBase):
 
         Returns ``(output (T, B, D*P), h_n (L*D, B, P), c_n (L*D, B, H) or None)``.
         """
-        T, B = x.shape[:2]
+        T = x.shape[0]
         if T == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         D = 2 if self.bidirectional else 1
