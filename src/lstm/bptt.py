@@ -67,8 +67,8 @@ def _gemm_grads(
     T, B, G = d_pre.shape
     d2 = d_pre.reshape(T * B, G)
     dx = (d2 @ weight_ih).reshape(x.shape) if want[0] else None
-    dw_ih = d2.T @ x.reshape(T * B, -1) if want[1] else None
-    dw_hh = d2.T @ h_prev.reshape(T * B, -1) if want[2] else None
+    dw_ih = d2.T @ x.reshape(T * B, x.shape[-1]) if want[1] else None
+    dw_hh = d2.T @ h_prev.reshape(T * B, h_prev.shape[-1]) if want[2] else None
     db = d2.sum(0) if want[3] else None
     return dx, dw_ih, dw_hh, db
 
@@ -145,7 +145,10 @@ class LSTMSequence(torch.autograd.Function):
         if weight_hr is not None and ctx.needs_input_grad[6]:
             dh_step = torch.stack(dh_step)  # (T, B, P)
             h_raw_all = o_all * tanh_c_all  # (T, B, H); wrong on padding rows, whose dh is 0
-            dw_hr = dh_step.reshape(T * x.shape[1], -1).T @ h_raw_all.reshape(T * x.shape[1], -1)
+            rows = T * x.shape[1]
+            dw_hr = dh_step.reshape(rows, dh_step.shape[-1]).T @ h_raw_all.reshape(
+                rows, h_raw_all.shape[-1]
+            )
         return dx, dh, dc, dw_ih, dw_hh, db, dw_hr, None
 
 

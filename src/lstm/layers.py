@@ -54,6 +54,19 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     return x.gather(0, index)
 
 
+def _dropout_like_torch(x: Tensor, p: float, lengths: Tensor | None) -> Tensor:
+    """Dropout between layers, drawn over the same elements as torch draws it (the padded
+    ``(T, B, ·)`` tensor, or the packed rows when lengths are ragged), so that a seeded run
+    matches torch.nn bit for bit."""
+    if lengths is None:
+        return F.dropout(x, p, training=True)
+    packed = pack_padded_sequence(x, lengths)
+    dropped = F.dropout(packed.data, p, training=True)
+    return pad_packed_sequence(
+        PackedSequence(dropped, packed.batch_sizes), total_length=x.shape[0]
+    )[0]
+
+
 def _check_state_dtype(input: Tensor, states: tuple[Tensor, ...]) -> None:
     # torch reports this from deep inside its kernels ("get_mkldnn_dtype: unsupported data type",
     # "mat1 and mat2 must have the same dtype"); same exception type, a message that says what.
@@ -180,7 +193,7 @@ class _Recurrent(nn.RNNBase):
                 outputs.append(out if direction == 0 else reverse_padded(out, lengths))
             layer_input = torch.cat(outputs, dim=-1) if D == 2 else outputs[0]
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
+                layer_input = _dropout_like_torch(layer_input, self.dropout, lengths)
         return layer_input, torch.stack(h_n), torch.stack(c_n) if c_n else None
 
     def _forward(self, input: Tensor | PackedSequence, hx: Any) -> tuple[Any, Any]:

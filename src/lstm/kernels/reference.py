@@ -28,7 +28,7 @@ def input_projection(x: Tensor, weight_ih: Tensor, bias: Tensor | None) -> Tenso
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)
     out = x2 @ weight_ih.T if bias is None else torch.addmm(bias, x2, weight_ih.T)
-    return out.reshape(T, B, -1)
+    return out.reshape(T, B, weight_ih.shape[0])  # explicit sizes: B may be 0
 
 
 def _carry(mask: Tensor | None, t: int, new: Tensor, old: Tensor) -> Tensor:

@@ -1,0 +1,30 @@
+"""Shared helpers for the test suite."""
+
+from __future__ import annotations
+
+import torch
+
+# float32 and float64 tolerances of the issue: max abs error against torch.nn.
+TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def max_abs_diff(a, b) -> float:
+    """Max abs difference over tensors, tuples/lists of tensors, or PackedSequences."""
+    if isinstance(a, torch.nn.utils.rnn.PackedSequence):
+        assert torch.equal(a.batch_sizes, b.batch_sizes)
+        return max_abs_diff(a.data, b.data)
+    if isinstance(a, (tuple, list)):
+        assert len(a) == len(b)
+        return max((max_abs_diff(x, y) for x, y in zip(a, b)), default=0.0)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    assert a.dtype == b.dtype
+    return (a - b).abs().max().item() if a.numel() else 0.0
+
+
+def flat_tensors(out) -> list[torch.Tensor]:
+    """All tensors in a layer's output ``(output, hidden)`` as a flat list."""
+    if isinstance(out, torch.nn.utils.rnn.PackedSequence):
+        return [out.data]
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for item in out for t in flat_tensors(item)]
