@@ -28,3 +28,11 @@ def flat_tensors(out) -> list[torch.Tensor]:
     if isinstance(out, torch.Tensor):
         return [out]
     return [t for item in out for t in flat_tensors(item)]
+
+
+def grad_error(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """Max abs difference of gradients, relative to their scale (the largest magnitude, at least
+    1). A float32 weight gradient sums T·B terms and can reach tens, where one rounding step is
+    already ~4e-6: an absolute bar would test rounding order, not correctness."""
+    scale = max([1.0] + [t.abs().max().item() for t in b if t.numel()])
+    return max_abs_diff(a, b) / scale
