@@ -1,0 +1,1 @@
+"""Data: the long-range tasks of the literature (tasks.py), text, series and audio loaders."""
