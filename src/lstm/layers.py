@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from lstm import cells
 from lstm.kernels import Backend, get_backend
 
-__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell"]
+__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "LayerTrace", "RNNCell"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,6 +81,29 @@ def _check_state_dtype(input: Tensor, states: tuple[Tensor, ...]) -> None:
                 f"{name} is on {state.device} but input is on {input.device}: "
                 "input and hidden tensors must be on the same device"
             )
+
+
+@dataclass
+class LayerTrace:
+    """What one layer and direction computed at every step, for looking inside.
+
+    Each tensor is ``(T, B, ·)`` in the time order of the input (also for the reverse direction),
+    or ``(B, T, ·)`` when the module is ``batch_first``; padding steps of ragged input hold the
+    carried state. ``gates`` maps a gate's name to its activations: ``input``, ``forget``,
+    ``candidate`` and ``output`` for the LSTM (:math:`i, f, \\tilde C, o`); ``reset``, ``update``
+    and ``candidate`` for the GRU; nothing for the plain RNN. ``cell`` is :math:`C_t` (LSTM only),
+    ``hidden`` is :math:`h_t`.
+    """
+
+    layer: int
+    direction: int
+    hidden: Tensor
+    cell: Tensor | None = None
+    gates: dict[str, Tensor] = field(default_factory=dict)
+
+
+_GATE_NAMES = {"LSTM": ("input", "forget", "candidate", "output"),
+               "GRU": ("reset", "update", "candidate")}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,11 +175,18 @@ class _Recurrent(nn.RNNBase):
                     b_hh=get("bias_hh"), w_hr=get("weight_hr"))  # fmt: skip
 
     def _run(
-        self, backend: Backend, x: Tensor, h0: Tensor, c0: Tensor | None, lengths: Tensor | None
+        self,
+        backend: Backend,
+        x: Tensor,
+        h0: Tensor,
+        c0: Tensor | None,
+        lengths: Tensor | None,
+        traces: list[LayerTrace] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """The stack over time-major padded ``x (T, B, I)``; states ``(L*D, B, ·)``.
 
-        Returns ``(output (T, B, D*P), h_n (L*D, B, P), c_n (L*D, B, H) or None)``.
+        Returns ``(output (T, B, D*P), h_n (L*D, B, P), c_n (L*D, B, H) or None)``; appends a
+        :class:`LayerTrace` per layer and direction to ``traces`` when given.
         """
         T = x.shape[0]
         if T == 0:
@@ -173,14 +204,15 @@ class _Recurrent(nn.RNNBase):
                 k = layer * D + direction
                 w = self._layer_weights(layer, direction)
                 seq = layer_input if direction == 0 else reverse_padded(layer_input, lengths)
+                c_all = gates = None
                 if self.mode == "LSTM":
                     bias = None if w["b_ih"] is None else w["b_ih"] + w["b_hh"]
-                    h_all, c_all, _ = backend.lstm(
+                    h_all, c_all, gates = backend.lstm(
                         seq, h0[k], c0[k], w["w_ih"], w["w_hh"], bias, w["w_hr"], mask
                     )
                     c_n.append(c_all[-1])
                 elif self.mode == "GRU":
-                    h_all, _ = backend.gru(
+                    h_all, gates = backend.gru(
                         seq, h0[k], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], mask
                     )
                 else:
@@ -191,12 +223,30 @@ class _Recurrent(nn.RNNBase):
                 h_n.append(h_all[-1])  # states carry through padding: the last is the final one
                 out = h_all if mask is None else h_all.masked_fill(~mask, 0.0)
                 outputs.append(out if direction == 0 else reverse_padded(out, lengths))
+                if traces is not None:
+                    traces.append(self._trace(layer, direction, h_all, c_all, gates, lengths))
             layer_input = torch.cat(outputs, dim=-1) if D == 2 else outputs[0]
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = _dropout_like_torch(layer_input, self.dropout, lengths)
         return layer_input, torch.stack(h_n), torch.stack(c_n) if c_n else None
 
-    def _forward(self, input: Tensor | PackedSequence, hx: Any) -> tuple[Any, Any]:
+    def _trace(self, layer, direction, h_all, c_all, gates, lengths) -> LayerTrace:
+        """A :class:`LayerTrace` in the input's time order and the module's batch layout."""
+
+        def arrange(t: Tensor) -> Tensor:
+            t = t if direction == 0 else reverse_padded(t, lengths)
+            return t.transpose(0, 1) if self.batch_first else t
+
+        named = {}
+        if gates is not None:
+            chunks = gates.chunk(len(_GATE_NAMES[self.mode]), dim=-1)
+            named = {n: arrange(g) for n, g in zip(_GATE_NAMES[self.mode], chunks)}
+        cell = None if c_all is None else arrange(c_all)
+        return LayerTrace(layer, direction, arrange(h_all), cell, named)
+
+    def _forward(
+        self, input: Tensor | PackedSequence, hx: Any, return_gates: bool = False
+    ) -> tuple[Any, ...]:
         """torch.nn's input handling (shapes, batching, packing, state checks), then :meth:`_run`."""
         self._update_flat_weights()
         is_lstm = self.mode == "LSTM"
@@ -249,7 +299,8 @@ class _Recurrent(nn.RNNBase):
             x, lengths = (data.transpose(0, 1) if self.batch_first else data), None
         backend = get_backend(self.backend, x.device, x.dtype)
         h0, c0 = hx if is_lstm else (hx, None)
-        out, h_n, c_n = self._run(backend, x, h0, c0, lengths)
+        traces: list[LayerTrace] | None = [] if return_gates else None
+        out, h_n, c_n = self._run(backend, x, h0, c0, lengths, traces)
 
         if packed:
             out = pack_padded_sequence(out, lengths).data
@@ -260,6 +311,23 @@ class _Recurrent(nn.RNNBase):
         if not packed and not is_batched:
             out = out.squeeze(batch_dim)
             hidden = (h_n.squeeze(1), c_n.squeeze(1)) if is_lstm else h_n.squeeze(1)
+        if return_gates:
+            if unsorted_indices is not None:  # back to the caller's batch order
+                dim = 0 if self.batch_first else 1
+                for tr in traces:
+                    tr.hidden = tr.hidden.index_select(dim, unsorted_indices)
+                    tr.cell = (
+                        None if tr.cell is None else tr.cell.index_select(dim, unsorted_indices)
+                    )
+                    tr.gates = {
+                        n: g.index_select(dim, unsorted_indices) for n, g in tr.gates.items()
+                    }
+            elif not is_batched:
+                for tr in traces:
+                    tr.hidden = tr.hidden.squeeze(batch_dim)
+                    tr.cell = None if tr.cell is None else tr.cell.squeeze(batch_dim)
+                    tr.gates = {n: g.squeeze(batch_dim) for n, g in tr.gates.items()}
+            return out, self.permute_hidden(hidden, unsorted_indices), traces
         return out, self.permute_hidden(hidden, unsorted_indices)
 
 
@@ -291,11 +359,20 @@ class LSTM(_Recurrent):
         super().__init__("LSTM", *args, backend=backend, **kwargs)
 
     def forward(
-        self, input: Tensor | PackedSequence, hx: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Tensor]]:
+        self,
+        input: Tensor | PackedSequence,
+        hx: tuple[Tensor, Tensor] | None = None,
+        *,
+        return_gates: bool = False,
+    ) -> tuple[Any, ...]:
         """``input (T, B, I)`` (or batch-first, unbatched, packed), ``hx = (h_0, c_0)`` each
-        ``(L*D, B, ·)`` -> ``output (T, B, D*P)``, ``(h_n, c_n)``."""
-        return self._forward(input, hx)
+        ``(L*D, B, ·)`` -> ``output (T, B, D*P)``, ``(h_n, c_n)``.
+
+        With ``return_gates=True`` a third item lists a :class:`LayerTrace` per layer and direction:
+        the gate activations :math:`i, f, \\tilde C, o`, the cell states and the hidden states at
+        every step. They are what the kernel computes anyway: the default path is not slowed.
+        """
+        return self._forward(input, hx, return_gates)
 
 
 class GRU(_Recurrent):
@@ -317,9 +394,14 @@ class GRU(_Recurrent):
         super().__init__("GRU", *args, backend=backend, **kwargs)
 
     def forward(
-        self, input: Tensor | PackedSequence, hx: Tensor | None = None
-    ) -> tuple[Tensor | PackedSequence, Tensor]:
-        return self._forward(input, hx)
+        self,
+        input: Tensor | PackedSequence,
+        hx: Tensor | None = None,
+        *,
+        return_gates: bool = False,
+    ) -> tuple[Any, ...]:
+        """As :class:`torch.nn.GRU`; ``return_gates=True`` adds a list of :class:`LayerTrace`."""
+        return self._forward(input, hx, return_gates)
 
 
 class RNN(_Recurrent):
@@ -345,9 +427,14 @@ class RNN(_Recurrent):
         super().__init__(mode, *args, backend=backend, **kwargs)
 
     def forward(
-        self, input: Tensor | PackedSequence, hx: Tensor | None = None
-    ) -> tuple[Tensor | PackedSequence, Tensor]:
-        return self._forward(input, hx)
+        self,
+        input: Tensor | PackedSequence,
+        hx: Tensor | None = None,
+        *,
+        return_gates: bool = False,
+    ) -> tuple[Any, ...]:
+        """As :class:`torch.nn.RNN`; ``return_gates=True`` adds a list of :class:`LayerTrace`."""
+        return self._forward(input, hx, return_gates)
 
 
 # --------------------------------------------------------------------------------------------
