@@ -90,66 +90,82 @@ class LSTMSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_h_all, grad_c_all, grad_gates):
-        x, h0, c0, weight_ih, weight_hh, weight_hr, mask, h_all, c_all, gates = ctx.saved_tensors
-        T = x.shape[0]
-        i_all, f_all, g_all, o_all = gates.chunk(4, dim=-1)  # each (T, B, H)
-        tanh_c_all = torch.tanh(c_all)  # (T, B, H)
-        c_prev_all = _shift_in(c0, c_all)  # (T, B, H)
+        grads = (grad_h_all, grad_c_all, grad_gates)
+        return lstm_backward(ctx.saved_tensors, grads, ctx.needs_input_grad)
 
-        dh = torch.zeros_like(h0)  # gradient arriving at h_t from step t+1
-        dc = torch.zeros_like(c0)  # gradient arriving at C_t from step t+1
-        d_pre = [None] * T  # gradient at the gate pre-activations z_t, (B, 4H) each
-        dh_step = [None] * T  # gradient at the (projected) output of each real step
-        for t in range(T - 1, -1, -1):
-            if grad_h_all is not None:
-                dh = dh + grad_h_all[t]
-            if grad_c_all is not None:
-                dc = dc + grad_c_all[t]
-            dh, dh_skip = _split_by_mask(mask, t, dh)
-            dc, dc_skip = _split_by_mask(mask, t, dc)
-            i_t, f_t, g_t, o_t, tanh_c = i_all[t], f_all[t], g_all[t], o_all[t], tanh_c_all[t]
 
-            dh_step[t] = dh
-            dh_raw = dh @ weight_hr if weight_hr is not None else dh  # (B, H)
-            d_o = dh_raw * tanh_c
-            dc = dc + dh_raw * o_t * (1 - tanh_c * tanh_c)
-            d_i = dc * g_t
-            d_g = dc * i_t
-            d_f = dc * c_prev_all[t]
-            if grad_gates is not None:
-                gi, gf, gg, go = grad_gates[t].chunk(4, dim=-1)
-                d_i, d_f, d_g, d_o = d_i + gi, d_f + gf, d_g + gg, d_o + go
-            dz = torch.cat(
-                [
-                    d_i * i_t * (1 - i_t),
-                    d_f * f_t * (1 - f_t),
-                    d_g * (1 - g_t * g_t),
-                    d_o * o_t * (1 - o_t),
-                ],
-                dim=-1,
-            )  # (B, 4H)
-            d_pre[t] = dz
-            dc = dc * f_t  # to C_{t-1}: the forget gate is the whole Jacobian
-            dh = dz @ weight_hh  # to h_{t-1}
-            if dh_skip is not None:
-                dh = dh + dh_skip
-                dc = dc + dc_skip
+def lstm_backward(saved, grads, need, trace: list | None = None):
+    """The LSTM's backward pass over the whole sequence (see the module docstring).
 
-        d_pre = torch.stack(d_pre)  # (T, B, 4H)
-        h_prev_all = _shift_in(h0, h_all)
-        need = ctx.needs_input_grad  # (x, h0, c0, W_ih, W_hh, b, W_hr, mask)
-        dx, dw_ih, dw_hh, db = _gemm_grads(
-            d_pre, x, h_prev_all, weight_ih, (need[0], need[3], need[4], need[5])
+    ``saved`` is what :class:`LSTMSequence` saves, ``grads`` the gradients at its outputs
+    ``(h_all, c_all, gates)`` (each may be ``None``), ``need`` which inputs want a gradient. With a
+    ``trace`` list, appends ``(t, dL/dh_t, dL/dC_t)`` per step: the *total* gradients at the states,
+    through every later step, which is what vanishes (or not) over long lags (on padding steps of
+    a ragged batch the recorded values are the real-step parts only).
+    """
+    x, h0, c0, weight_ih, weight_hh, weight_hr, mask, h_all, c_all, gates = saved
+    grad_h_all, grad_c_all, grad_gates = grads
+    T = x.shape[0]
+    i_all, f_all, g_all, o_all = gates.chunk(4, dim=-1)  # each (T, B, H)
+    tanh_c_all = torch.tanh(c_all)  # (T, B, H)
+    c_prev_all = _shift_in(c0, c_all)  # (T, B, H)
+
+    dh = torch.zeros_like(h0)  # gradient arriving at h_t from step t+1
+    dc = torch.zeros_like(c0)  # gradient arriving at C_t from step t+1
+    d_pre = [None] * T  # gradient at the gate pre-activations z_t, (B, 4H) each
+    dh_step = [None] * T  # gradient at the (projected) output of each real step
+    for t in range(T - 1, -1, -1):
+        if grad_h_all is not None:
+            dh = dh + grad_h_all[t]
+        if grad_c_all is not None:
+            dc = dc + grad_c_all[t]
+        dh, dh_skip = _split_by_mask(mask, t, dh)
+        dc, dc_skip = _split_by_mask(mask, t, dc)
+        i_t, f_t, g_t, o_t, tanh_c = i_all[t], f_all[t], g_all[t], o_all[t], tanh_c_all[t]
+
+        dh_step[t] = dh
+        dh_raw = dh @ weight_hr if weight_hr is not None else dh  # (B, H)
+        d_o = dh_raw * tanh_c
+        dc = dc + dh_raw * o_t * (1 - tanh_c * tanh_c)
+        if trace is not None:  # totals at h_t and C_t (C_t's includes its path through h_t)
+            trace.append((t, dh, dc))
+        d_i = dc * g_t
+        d_g = dc * i_t
+        d_f = dc * c_prev_all[t]
+        if grad_gates is not None:
+            gi, gf, gg, go = grad_gates[t].chunk(4, dim=-1)
+            d_i, d_f, d_g, d_o = d_i + gi, d_f + gf, d_g + gg, d_o + go
+        dz = torch.cat(
+            [
+                d_i * i_t * (1 - i_t),
+                d_f * f_t * (1 - f_t),
+                d_g * (1 - g_t * g_t),
+                d_o * o_t * (1 - o_t),
+            ],
+            dim=-1,
+        )  # (B, 4H)
+        d_pre[t] = dz
+        dc = dc * f_t  # to C_{t-1}: the forget gate is the whole Jacobian
+        dh = dz @ weight_hh  # to h_{t-1}
+        if dh_skip is not None:
+            dh = dh + dh_skip
+            dc = dc + dc_skip
+
+    d_pre = torch.stack(d_pre)  # (T, B, 4H)
+    h_prev_all = _shift_in(h0, h_all)
+    # need: (x, h0, c0, W_ih, W_hh, b, W_hr, mask)
+    dx, dw_ih, dw_hh, db = _gemm_grads(
+        d_pre, x, h_prev_all, weight_ih, (need[0], need[3], need[4], need[5])
+    )
+    dw_hr = None
+    if weight_hr is not None and need[6]:
+        dh_step = torch.stack(dh_step)  # (T, B, P)
+        h_raw_all = o_all * tanh_c_all  # (T, B, H); wrong on padding rows, whose dh is 0
+        rows = T * x.shape[1]
+        dw_hr = dh_step.reshape(rows, dh_step.shape[-1]).T @ h_raw_all.reshape(
+            rows, h_raw_all.shape[-1]
         )
-        dw_hr = None
-        if weight_hr is not None and ctx.needs_input_grad[6]:
-            dh_step = torch.stack(dh_step)  # (T, B, P)
-            h_raw_all = o_all * tanh_c_all  # (T, B, H); wrong on padding rows, whose dh is 0
-            rows = T * x.shape[1]
-            dw_hr = dh_step.reshape(rows, dh_step.shape[-1]).T @ h_raw_all.reshape(
-                rows, h_raw_all.shape[-1]
-            )
-        return dx, dh, dc, dw_ih, dw_hh, db, dw_hr, None
+    return dx, dh, dc, dw_ih, dw_hh, db, dw_hr, None
 
 
 def lstm_sequence(
@@ -192,48 +208,57 @@ class GRUSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_h_all, grad_gates):
-        x, h0, weight_ih, weight_hh, bias_hh, mask, h_all, gates = ctx.saved_tensors
-        T, _, H = h_all.shape
-        r_all, z_all, n_all = gates.chunk(3, dim=-1)
-        h_prev_all = _shift_in(h0, h_all)  # (T, B, H)
-        # W_hn h_{t-1} + b_hn for every step: one GEMM, recomputed rather than saved.
-        gh_n_all = h_prev_all @ weight_hh[2 * H :].T  # (T, B, H)
-        if bias_hh is not None:
-            gh_n_all = gh_n_all + bias_hh[2 * H :]
+        return gru_backward(ctx.saved_tensors, (grad_h_all, grad_gates), ctx.needs_input_grad)
 
-        dh = torch.zeros_like(h0)
-        d_gx, d_gh = [None] * T, [None] * T  # gradients at W_ih x + b_ih and W_hh h + b_hh
-        for t in range(T - 1, -1, -1):
-            if grad_h_all is not None:
-                dh = dh + grad_h_all[t]
-            dh, dh_skip = _split_by_mask(mask, t, dh)
-            r_t, z_t, n_t = r_all[t], z_all[t], n_all[t]
-            d_n = dh * (1 - z_t)
-            d_z = dh * (h_prev_all[t] - n_t)
-            if grad_gates is not None:
-                gr, gz, gn = grad_gates[t].chunk(3, dim=-1)
-                d_n, d_z = d_n + gn, d_z + gz
-            d_n_pre = d_n * (1 - n_t * n_t)
-            d_r = d_n_pre * gh_n_all[t]
-            if grad_gates is not None:
-                d_r = d_r + gr
-            d_r_pre = d_r * r_t * (1 - r_t)
-            d_z_pre = d_z * z_t * (1 - z_t)
-            d_gx[t] = torch.cat([d_r_pre, d_z_pre, d_n_pre], dim=-1)  # (B, 3H)
-            d_gh[t] = torch.cat([d_r_pre, d_z_pre, d_n_pre * r_t], dim=-1)  # (B, 3H)
-            dh = d_gh[t] @ weight_hh + dh * z_t
-            if dh_skip is not None:
-                dh = dh + dh_skip
 
-        d_gx, d_gh = torch.stack(d_gx), torch.stack(d_gh)  # (T, B, 3H)
-        need = ctx.needs_input_grad  # (x, h0, W_ih, W_hh, b_ih, b_hh, mask)
-        dx, dw_ih, _, db_ih = _gemm_grads(
-            d_gx, x, h_prev_all, weight_ih, (need[0], need[2], False, need[4])
-        )
-        _, _, dw_hh, db_hh = _gemm_grads(
-            d_gh, x, h_prev_all, weight_ih, (False, False, need[3], need[5])
-        )
-        return dx, dh, dw_ih, dw_hh, db_ih, db_hh, None
+def gru_backward(saved, grads, need, trace: list | None = None):
+    """The GRU's backward pass; arguments as :func:`lstm_backward` (``trace`` gets
+    ``(t, dL/dh_t, None)``)."""
+    x, h0, weight_ih, weight_hh, bias_hh, mask, h_all, gates = saved
+    grad_h_all, grad_gates = grads
+    T, _, H = h_all.shape
+    r_all, z_all, n_all = gates.chunk(3, dim=-1)
+    h_prev_all = _shift_in(h0, h_all)  # (T, B, H)
+    # W_hn h_{t-1} + b_hn for every step: one GEMM, recomputed rather than saved.
+    gh_n_all = h_prev_all @ weight_hh[2 * H :].T  # (T, B, H)
+    if bias_hh is not None:
+        gh_n_all = gh_n_all + bias_hh[2 * H :]
+
+    dh = torch.zeros_like(h0)
+    d_gx, d_gh = [None] * T, [None] * T  # gradients at W_ih x + b_ih and W_hh h + b_hh
+    for t in range(T - 1, -1, -1):
+        if grad_h_all is not None:
+            dh = dh + grad_h_all[t]
+        if trace is not None:
+            trace.append((t, dh, None))
+        dh, dh_skip = _split_by_mask(mask, t, dh)
+        r_t, z_t, n_t = r_all[t], z_all[t], n_all[t]
+        d_n = dh * (1 - z_t)
+        d_z = dh * (h_prev_all[t] - n_t)
+        if grad_gates is not None:
+            gr, gz, gn = grad_gates[t].chunk(3, dim=-1)
+            d_n, d_z = d_n + gn, d_z + gz
+        d_n_pre = d_n * (1 - n_t * n_t)
+        d_r = d_n_pre * gh_n_all[t]
+        if grad_gates is not None:
+            d_r = d_r + gr
+        d_r_pre = d_r * r_t * (1 - r_t)
+        d_z_pre = d_z * z_t * (1 - z_t)
+        d_gx[t] = torch.cat([d_r_pre, d_z_pre, d_n_pre], dim=-1)  # (B, 3H)
+        d_gh[t] = torch.cat([d_r_pre, d_z_pre, d_n_pre * r_t], dim=-1)  # (B, 3H)
+        dh = d_gh[t] @ weight_hh + dh * z_t
+        if dh_skip is not None:
+            dh = dh + dh_skip
+
+    d_gx, d_gh = torch.stack(d_gx), torch.stack(d_gh)  # (T, B, 3H)
+    # need: (x, h0, W_ih, W_hh, b_ih, b_hh, mask)
+    dx, dw_ih, _, db_ih = _gemm_grads(
+        d_gx, x, h_prev_all, weight_ih, (need[0], need[2], False, need[4])
+    )
+    _, _, dw_hh, db_hh = _gemm_grads(
+        d_gh, x, h_prev_all, weight_ih, (False, False, need[3], need[5])
+    )
+    return dx, dh, dw_ih, dw_hh, db_ih, db_hh, None
 
 
 def gru_sequence(
@@ -269,26 +294,34 @@ class RNNSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_h_all):
-        x, h0, weight_ih, weight_hh, mask, h_all = ctx.saved_tensors
-        T = x.shape[0]
-        if ctx.nonlinearity == "tanh":
-            d_act_all = 1 - h_all * h_all  # tanh'(z) = 1 - tanh(z)^2 = 1 - h^2
-        else:
-            d_act_all = (h_all > 0).to(h_all.dtype)
-        dh = torch.zeros_like(h0)
-        d_pre = [None] * T
-        for t in range(T - 1, -1, -1):
-            dh, dh_skip = _split_by_mask(mask, t, dh + grad_h_all[t])
-            d_pre[t] = dh * d_act_all[t]
-            dh = d_pre[t] @ weight_hh
-            if dh_skip is not None:
-                dh = dh + dh_skip
-        d_pre = torch.stack(d_pre)
-        need = ctx.needs_input_grad  # (x, h0, W_ih, W_hh, b, mask, nonlinearity)
-        dx, dw_ih, dw_hh, db = _gemm_grads(
-            d_pre, x, _shift_in(h0, h_all), weight_ih, (need[0], need[2], need[3], need[4])
-        )
-        return dx, dh, dw_ih, dw_hh, db, None, None
+        return rnn_backward(ctx.saved_tensors, grad_h_all, ctx.needs_input_grad, ctx.nonlinearity)
+
+
+def rnn_backward(saved, grad_h_all, need, nonlinearity: str, trace: list | None = None):
+    """The plain RNN's backward pass; arguments as :func:`lstm_backward`."""
+    x, h0, weight_ih, weight_hh, mask, h_all = saved
+    T = x.shape[0]
+    if nonlinearity == "tanh":
+        d_act_all = 1 - h_all * h_all  # tanh'(z) = 1 - tanh(z)^2 = 1 - h^2
+    else:
+        d_act_all = (h_all > 0).to(h_all.dtype)
+    dh = torch.zeros_like(h0)
+    d_pre = [None] * T
+    for t in range(T - 1, -1, -1):
+        dh = dh + grad_h_all[t]
+        if trace is not None:
+            trace.append((t, dh, None))
+        dh, dh_skip = _split_by_mask(mask, t, dh)
+        d_pre[t] = dh * d_act_all[t]
+        dh = d_pre[t] @ weight_hh
+        if dh_skip is not None:
+            dh = dh + dh_skip
+    d_pre = torch.stack(d_pre)
+    # need: (x, h0, W_ih, W_hh, b, mask, nonlinearity)
+    dx, dw_ih, dw_hh, db = _gemm_grads(
+        d_pre, x, _shift_in(h0, h_all), weight_ih, (need[0], need[2], need[3], need[4])
+    )
+    return dx, dh, dw_ih, dw_hh, db, None, None
 
 
 def rnn_sequence(
