@@ -19,3 +19,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -c "import lstm, torch; print('[setup] lstm', lstm.__version__, 'torch', torch.__version__)"
   echo "$want" > "$stamp"
 fi
+# Debian's headless Chromium: a test opens the gate-activation page in a real browser. Installed
+# when missing and we are root; without it that one test is skipped, saying why.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing Debian's chromium (headless browser for the HTML test)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >.venv/apt.log 2>&1 \
+      || { echo "[setup] could not install chromium; see .venv/apt.log"; }
+  else
+    echo "[setup] chromium is not installed and we are not root: the browser test will be skipped"
+  fi
+fi
