@@ -11,9 +11,12 @@ name       what runs
 ========== ======================================================================================
 autograd   the reference loop (:mod:`lstm.kernels.reference`), differentiated by autograd: the truth
 bptt       the same forward loop, with the hand-written backward of :mod:`lstm.bptt`
+cpu        fused C++ time loops, forward and BPTT (:mod:`lstm.kernels.cpu`), built on first use;
+           ``"auto"`` picks it for CPU float32/float64 tensors, or ``bptt`` (after one warning)
+           where it cannot be built
 ========== ======================================================================================
 
-Fused CPU and GPU backends register themselves here beside these two.
+GPU backends register themselves here beside these.
 """
 
 from __future__ import annotations
@@ -75,7 +78,10 @@ def get_backend(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
         raise ValueError(f"backend should be 'auto' or one of {sorted(_REGISTRY)}, got {name!r}")
     backend = _load(name)
     if backend is None:
-        raise RuntimeError(f"backend {name!r} is not available on this machine")
+        raise RuntimeError(
+            f"backend {name!r} is not available on this machine (the warning issued when it "
+            "was loaded says why)"
+        )
     if not backend.supports(device, dtype):
         raise RuntimeError(f"backend {name!r} does not support {device.type} tensors of {dtype}")
     return backend
@@ -97,3 +103,12 @@ def _bptt() -> Backend:
 
 register_backend("autograd", _autograd)
 register_backend("bptt", _bptt)
+
+
+def _cpu() -> Backend | None:
+    from lstm.kernels import cpu
+
+    return cpu.backend()
+
+
+register_backend("cpu", _cpu)

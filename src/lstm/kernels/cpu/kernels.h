@@ -1,0 +1,525 @@
+// The fused time loops of the CPU backend: LSTM, GRU and RNN, forward and hand-written BPTT.
+//
+// This file is included twice by recurrent.cpp, inside two namespaces (LSTMK_ISA = avx2 | base):
+// once under `#pragma GCC target("avx2,fma")` and once for any x86-64 (or other) CPU. The loops
+// are plain C++ that the compiler vectorizes; recurrent.cpp picks the copy the running CPU can
+// execute, so one cached build works on every machine (no -march=native).
+//
+// No #include here: everything this file needs is included by recurrent.cpp before it, so that no
+// library function is compiled for AVX2 by accident.
+//
+// Layout, one layer and one direction, everything row-major and contiguous:
+//   T steps, B batch rows, H hidden units, P = projection size (P = H without projection).
+//   gate blocks are torch's: LSTM (i, f, g, o), GRU (r, z, n).
+//
+// The recipe (haste, cuDNN, oneDNN share it): the input projection for all T*B rows is one GEMM
+// done before the loop (by the caller); per step one recurrent GEMM into the pre-activations of
+// that step, then ONE pass over the gate arithmetic that also stores what the backward needs.
+// The backward per step is one elementwise pass and one GEMM; the weight gradients are big GEMMs
+// after the loop (done by the caller).
+
+// The arguments of the loops, defined once (this file is included twice).
+#ifndef LSTMK_KERNEL_ARGS
+#define LSTMK_KERNEL_ARGS
+namespace lstmk {
+
+// ---------------------------------------------------------------------------------------------
+// LSTM
+//
+// One loop for every LSTM variant: the optional members of LstmForward/LstmBackward say which
+// parts are on. Today: the projection (LSTMP, w_hr). The variants in the literature slot into the same two places, as options here
+// and a few lines in lstm_pointwise_forward/backward, not as copies of the loop:
+//   peepholes       pointwise reads c_prev (i, f) and c (o) times three weight vectors;
+//   coupled gates   i = 1 - f in the pointwise;
+//   layer norm      normalize the step's pre-activations before the pointwise;
+//   zoneout         mix the new state with the old one in the same place as the padding mask.
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+struct LstmForward {
+  int64_t steps, batch, hidden, proj;  // T, B, H, P (P = H without projection)
+  T* gates;                            // (T, B, 4H) in: x W_ih^T + b; out: i, f, g, o
+  const T* w_hh_t;                     // (P, 4H)    W_hh^T, the per-step GEMM's layout
+  const T* w_hr_t;                     // (H, P)     W_hr^T, or nullptr: no projection
+  const T* h0;                         // (B, P)
+  const T* c0;                         // (B, H)
+  const bool* mask;                    // (T, B)     false: padding, the state carries; or nullptr
+  T* h_all;                            // (T, B, P)  state after each step
+  T* c_all;                            // (T, B, H)
+  T* tanh_c;                           // (T, B, H)  saved for the backward, or nullptr
+  T* h_raw;                            // (B, H)     scratch: o * tanh(c) before the projection
+};
+
+template <typename T>
+struct LstmBackward {
+  int64_t steps, batch, hidden, proj;
+  const T* gates;       // (T, B, 4H) i, f, g, o
+  const T* c_all;       // (T, B, H)
+  const T* tanh_c;      // (T, B, H)
+  const T* c0;          // (B, H)
+  const T* w_hh;        // (4H, P)
+  const T* w_hr;        // (P, H) or nullptr
+  const bool* mask;     // (T, B) or nullptr
+  const T* grad_h;      // (T, B, P) or nullptr: dL/dh_all
+  const T* grad_c;      // (T, B, H) or nullptr: dL/dc_all
+  const T* grad_gates;  // (T, B, 4H) or nullptr: dL/dgates
+  T* d_pre;             // (T, B, 4H) out: dL/dz, the gradient at the pre-activations
+  T* dh_step;           // (T, B, P) out when projecting: dL/dh_t of each real step
+  T* dh;                // (B, P) in: zeros; out: dL/dh0
+  T* dc;                // (B, H) in: zeros; out: dL/dc0
+  T* dh_raw;            // (B, H) scratch (projection only)
+  T* dh_skip;           // (B, P) scratch (mask only)
+};
+
+// GRU (torch's convention: the reset gate multiplies W_hn h + b_hn).
+template <typename T>
+struct GruForward {
+  int64_t steps, batch, hidden;
+  T* gates;          // (T, B, 3H) in: x W_ih^T + b_ih; out: r, z, n
+  const T* w_hh_t;   // (H, 3H)
+  const T* b_hh;     // (3H) or nullptr
+  const T* h0;       // (B, H)
+  const bool* mask;  // (T, B) or nullptr
+  T* h_all;          // (T, B, H)
+  T* gh_n;           // (T, B, H) W_hn h + b_hn, saved for the backward; or nullptr
+  T* gh;             // (B, 3H) scratch
+};
+
+template <typename T>
+struct GruBackward {
+  int64_t steps, batch, hidden;
+  const T* gates;       // (T, B, 3H) r, z, n
+  const T* h_all;       // (T, B, H)
+  const T* h0;          // (B, H)
+  const T* gh_n;        // (T, B, H)
+  const T* w_hh;        // (3H, H)
+  const bool* mask;     // (T, B) or nullptr
+  const T* grad_h;      // (T, B, H) or nullptr
+  const T* grad_gates;  // (T, B, 3H) or nullptr
+  T* d_gx;              // (T, B, 3H) out: dL/d(W_ih x + b_ih)
+  T* d_gh;              // (T, B, 3H) out: dL/d(W_hh h + b_hh)
+  T* dh;                // (B, H) in: zeros; out: dL/dh0
+  T* dh_next;           // (B, H) scratch
+};
+
+}  // namespace lstmk
+#endif  // LSTMK_KERNEL_ARGS
+
+namespace lstmk {
+namespace LSTMK_ISA {
+
+// ---------------------------------------------------------------------------------------------
+// Activations. float: branch-free polynomial forms the compiler vectorizes (Cephes expf/tanhf,
+// about 1-2 ulp). double: the C library (exact to the last bit; double is the testing dtype).
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+struct Act;
+
+template <>
+struct Act<float> {
+  static inline float exp(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+    float shifted = x * 1.44269504088896341f + magic;
+    float n = shifted - magic;  // round(x / ln 2)
+    int32_t n_int = __builtin_bit_cast(int32_t, shifted) - 0x4B400000;
+    float r = x - n * 0.693359375f;  // x - n ln2, in two parts for precision
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    return p * __builtin_bit_cast(float, (n_int + 127) << 23);  // * 2^n
+  }
+  static inline float sigmoid(float x) { return 1.0f / (1.0f + exp(-x)); }
+  static inline float tanh(float x) {
+    float ax = x < 0.0f ? -x : x;
+    // |x| < 0.625: odd polynomial (1 - 2/(e^2x + 1) would cancel); beyond: via exp.
+    float z = x * x;
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    float small = p * z * x + x;
+    float big = 1.0f - 2.0f / (exp(2.0f * ax) + 1.0f);
+    big = x < 0.0f ? -big : big;
+    return ax < 0.625f ? small : big;
+  }
+};
+
+template <>
+struct Act<double> {
+  static inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+  static inline double tanh(double x) { return std::tanh(x); }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Small GEMM for the per-step products when the batch is tiny (B = 1 is the streaming case):
+// C[M, N] (+)= A[M, K] @ W[K, N], all row-major, W in "axpy" layout so that the inner loop runs
+// along contiguous rows of W with a register tile of accumulators. A BLAS call costs more than
+// the arithmetic at these sizes.
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+inline void small_gemm(int64_t M, int64_t N, int64_t K, const T* __restrict A, int64_t lda,
+                       const T* __restrict W, int64_t ldw, bool accumulate, T* __restrict C,
+                       int64_t ldc) {
+  constexpr int64_t TILE = 256 / sizeof(T);  // 64 floats = 8 AVX2 registers
+  for (int64_t m = 0; m < M; ++m) {
+    const T* a = A + m * lda;
+    T* c = C + m * ldc;
+    int64_t n0 = 0;
+    for (; n0 + TILE <= N; n0 += TILE) {
+      T acc[TILE];
+      for (int64_t j = 0; j < TILE; ++j) acc[j] = accumulate ? c[n0 + j] : T(0);
+      for (int64_t k = 0; k < K; ++k) {
+        const T ak = a[k];
+        const T* w = W + k * ldw + n0;
+        for (int64_t j = 0; j < TILE; ++j) acc[j] += ak * w[j];
+      }
+      for (int64_t j = 0; j < TILE; ++j) c[n0 + j] = acc[j];
+    }
+    if (n0 < N) {
+      const int64_t rest = N - n0;
+      T acc[TILE];
+      for (int64_t j = 0; j < rest; ++j) acc[j] = accumulate ? c[n0 + j] : T(0);
+      for (int64_t k = 0; k < K; ++k) {
+        const T ak = a[k];
+        const T* w = W + k * ldw + n0;
+        for (int64_t j = 0; j < rest; ++j) acc[j] += ak * w[j];
+      }
+      for (int64_t j = 0; j < rest; ++j) c[n0 + j] = acc[j];
+    }
+  }
+}
+
+// C[M, N] (+)= A[M, K] @ W[K, N]: our tile for tiny M, the BLAS otherwise.
+template <typename T>
+inline void step_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* W, bool accumulate,
+                      T* C) {
+  if (M <= kSmallGemmRows)
+    small_gemm<T>(M, N, K, A, K, W, N, accumulate, C, N);
+  else
+    gemm_rowmajor<T>(false, false, M, N, K, A, K, W, N, accumulate ? T(1) : T(0), C, N);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LSTM (the arguments and the variants: see LstmForward above)
+// ---------------------------------------------------------------------------------------------
+
+// The gate arithmetic of one row, in place: z (4H) -> gates; writes c, h (unprojected) and,
+// when asked, tanh(c). Every variant's pointwise change goes here.
+template <typename T>
+inline void lstm_pointwise_forward(int64_t H, T* __restrict z, const T* __restrict c_prev,
+                                   T* __restrict c_out, T* __restrict h_out,
+                                   T* __restrict tanh_out) {
+  T* __restrict zi = z;
+  T* __restrict zf = z + H;
+  T* __restrict zg = z + 2 * H;
+  T* __restrict zo = z + 3 * H;
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = Act<T>::sigmoid(zi[j]);
+    const T f = Act<T>::sigmoid(zf[j]);
+    const T g = Act<T>::tanh(zg[j]);
+    const T o = Act<T>::sigmoid(zo[j]);
+    const T c = f * c_prev[j] + i * g;
+    const T tc = Act<T>::tanh(c);
+    zi[j] = i;
+    zf[j] = f;
+    zg[j] = g;
+    zo[j] = o;
+    c_out[j] = c;
+    h_out[j] = o * tc;
+    if (tanh_out) tanh_out[j] = tc;
+  }
+}
+
+template <typename T>
+void lstm_forward(const LstmForward<T>& a) {
+  const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
+  for (int64_t t = 0; t < a.steps; ++t) {
+    const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * P;  // (B, P)
+    const T* c_prev = t == 0 ? a.c0 : a.c_all + (t - 1) * B * H;  // (B, H)
+    T* z = a.gates + t * B * G;                                    // (B, 4H)
+    T* h = a.h_all + t * B * P;
+    T* c = a.c_all + t * B * H;
+    T* tc = a.tanh_c ? a.tanh_c + t * B * H : nullptr;
+    const bool* m = a.mask ? a.mask + t * B : nullptr;
+    step_gemm<T>(B, G, P, h_prev, a.w_hh_t, true, z);  // z += h_{t-1} W_hh^T
+    T* h_unprojected = a.w_hr_t ? a.h_raw : h;
+    for (int64_t b = 0; b < B; ++b)
+      lstm_pointwise_forward<T>(H, z + b * G, c_prev + b * H, c + b * H, h_unprojected + b * H,
+                                tc ? tc + b * H : nullptr);
+    if (a.w_hr_t) step_gemm<T>(B, P, H, a.h_raw, a.w_hr_t, false, h);  // h = h_raw W_hr^T
+    if (m) {
+      for (int64_t b = 0; b < B; ++b) {
+        if (m[b]) continue;  // padding: the state carries unchanged
+        for (int64_t j = 0; j < P; ++j) h[b * P + j] = h_prev[b * P + j];
+        for (int64_t j = 0; j < H; ++j) c[b * H + j] = c_prev[b * H + j];
+      }
+    }
+  }
+}
+
+
+// One row of the step's backward: dh (H, unprojected) and dc (H, in/out: dC_t -> dC_{t-1}),
+// writes dz (4H). See lstm/bptt.py for the equations.
+template <typename T>
+inline void lstm_pointwise_backward(int64_t H, const T* __restrict gates,
+                                    const T* __restrict c_prev, const T* __restrict tanh_c,
+                                    const T* __restrict dh, T* __restrict dc,
+                                    const T* __restrict grad_gates, T* __restrict dz) {
+  const T* gi = gates;
+  const T* gf = gates + H;
+  const T* gg = gates + 2 * H;
+  const T* go = gates + 3 * H;
+  for (int64_t j = 0; j < H; ++j) {
+    const T i = gi[j], f = gf[j], g = gg[j], o = go[j], tc = tanh_c[j];
+    T d_o = dh[j] * tc;
+    const T dcj = dc[j] + dh[j] * o * (T(1) - tc * tc);
+    T d_i = dcj * g;
+    T d_g = dcj * i;
+    T d_f = dcj * c_prev[j];
+    if (grad_gates) {
+      d_i += grad_gates[j];
+      d_f += grad_gates[H + j];
+      d_g += grad_gates[2 * H + j];
+      d_o += grad_gates[3 * H + j];
+    }
+    dz[j] = d_i * i * (T(1) - i);
+    dz[H + j] = d_f * f * (T(1) - f);
+    dz[2 * H + j] = d_g * (T(1) - g * g);
+    dz[3 * H + j] = d_o * o * (T(1) - o);
+    dc[j] = dcj * f;  // the forget gate is the whole Jacobian C_t -> C_{t-1}
+  }
+}
+
+template <typename T>
+void lstm_backward(const LstmBackward<T>& a) {
+  const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
+  T* dh = a.dh;  // (B, P) gradient arriving at h_t
+  T* dc = a.dc;  // (B, H) gradient arriving at C_t
+  for (int64_t t = a.steps - 1; t >= 0; --t) {
+    if (a.grad_h) {
+      const T* g = a.grad_h + t * B * P;
+      for (int64_t k = 0; k < B * P; ++k) dh[k] += g[k];
+    }
+    if (a.grad_c) {
+      const T* g = a.grad_c + t * B * H;
+      for (int64_t k = 0; k < B * H; ++k) dc[k] += g[k];
+    }
+    // Padding rows copied the state forward unchanged: their gradient skips the step.
+    const bool* m = a.mask ? a.mask + t * B : nullptr;
+    if (m) {
+      for (int64_t b = 0; b < B; ++b) {
+        if (m[b]) continue;
+        for (int64_t j = 0; j < P; ++j) {
+          a.dh_skip[b * P + j] = dh[b * P + j];
+          dh[b * P + j] = T(0);
+        }
+      }
+    }
+    if (a.dh_step)
+      for (int64_t k = 0; k < B * P; ++k) a.dh_step[t * B * P + k] = dh[k];
+    const T* dh_unprojected = dh;
+    if (a.w_hr) {
+      step_gemm<T>(B, H, P, dh, a.w_hr, false, a.dh_raw);  // dh_raw = dh W_hr
+      dh_unprojected = a.dh_raw;
+    }
+    const T* gates = a.gates + t * B * G;
+    const T* c_prev = t == 0 ? a.c0 : a.c_all + (t - 1) * B * H;
+    const T* tc = a.tanh_c + t * B * H;
+    const T* gg = a.grad_gates ? a.grad_gates + t * B * G : nullptr;
+    T* dz = a.d_pre + t * B * G;
+    for (int64_t b = 0; b < B; ++b) {
+      const bool real = !m || m[b];
+      // A padding row skips the step: dC_{t-1} = dC_t (left as it is) and the step itself sees
+      // no dh, dC; the gates' own gradients (if any) still flow to z and on to h_{t-1}.
+      if (real) {
+        lstm_pointwise_backward<T>(H, gates + b * G, c_prev + b * H, tc + b * H,
+                                   dh_unprojected + b * H, dc + b * H, gg ? gg + b * G : nullptr,
+                                   dz + b * G);
+      } else {
+        const T* gr = gates + b * G;
+        for (int64_t j = 0; j < G; ++j) dz[b * G + j] = T(0);
+        if (gg) {
+          const T* g = gg + b * G;
+          for (int64_t j = 0; j < H; ++j) {
+            const T i = gr[j], f = gr[H + j], cg = gr[2 * H + j], o = gr[3 * H + j];
+            dz[b * G + j] = g[j] * i * (T(1) - i);
+            dz[b * G + H + j] = g[H + j] * f * (T(1) - f);
+            dz[b * G + 2 * H + j] = g[2 * H + j] * (T(1) - cg * cg);
+            dz[b * G + 3 * H + j] = g[3 * H + j] * o * (T(1) - o);
+          }
+        }
+      }
+    }
+    step_gemm<T>(B, P, G, dz, a.w_hh, false, dh);  // dh_{t-1} = dz W_hh
+    if (m) {
+      for (int64_t b = 0; b < B; ++b) {
+        if (m[b]) continue;
+        for (int64_t j = 0; j < P; ++j) dh[b * P + j] += a.dh_skip[b * P + j];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GRU
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+inline void gru_pointwise_forward(int64_t H, T* __restrict gx, const T* __restrict gh,
+                                  const T* __restrict h_prev, T* __restrict h_out,
+                                  T* __restrict gh_n_out) {
+  for (int64_t j = 0; j < H; ++j) {
+    const T r = Act<T>::sigmoid(gx[j] + gh[j]);
+    const T z = Act<T>::sigmoid(gx[H + j] + gh[H + j]);
+    const T n = Act<T>::tanh(gx[2 * H + j] + r * gh[2 * H + j]);
+    gx[j] = r;
+    gx[H + j] = z;
+    gx[2 * H + j] = n;
+    h_out[j] = (T(1) - z) * n + z * h_prev[j];
+    if (gh_n_out) gh_n_out[j] = gh[2 * H + j];
+  }
+}
+
+template <typename T>
+void gru_forward(const GruForward<T>& a) {
+  const int64_t B = a.batch, H = a.hidden, G = 3 * H;
+  for (int64_t t = 0; t < a.steps; ++t) {
+    const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * H;
+    T* gx = a.gates + t * B * G;
+    T* h = a.h_all + t * B * H;
+    if (a.b_hh)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < G; ++j) a.gh[b * G + j] = a.b_hh[j];
+    step_gemm<T>(B, G, H, h_prev, a.w_hh_t, a.b_hh != nullptr, a.gh);  // gh = h W_hh^T + b_hh
+    const bool* m = a.mask ? a.mask + t * B : nullptr;
+    for (int64_t b = 0; b < B; ++b) {
+      gru_pointwise_forward<T>(H, gx + b * G, a.gh + b * G, h_prev + b * H, h + b * H,
+                               a.gh_n ? a.gh_n + (t * B + b) * H : nullptr);
+      if (m && !m[b])
+        for (int64_t j = 0; j < H; ++j) h[b * H + j] = h_prev[b * H + j];
+    }
+  }
+}
+
+
+template <typename T>
+void gru_backward(const GruBackward<T>& a) {
+  const int64_t B = a.batch, H = a.hidden, G = 3 * H;
+  T* dh = a.dh;
+  for (int64_t t = a.steps - 1; t >= 0; --t) {
+    if (a.grad_h) {
+      const T* g = a.grad_h + t * B * H;
+      for (int64_t k = 0; k < B * H; ++k) dh[k] += g[k];
+    }
+    const bool* m = a.mask ? a.mask + t * B : nullptr;
+    const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * H;
+    const T* gates = a.gates + t * B * G;
+    const T* ghn = a.gh_n + t * B * H;
+    const T* gg = a.grad_gates ? a.grad_gates + t * B * G : nullptr;
+    T* dgx = a.d_gx + t * B * G;
+    T* dgh = a.d_gh + t * B * G;
+    for (int64_t b = 0; b < B; ++b) {
+      const bool real = !m || m[b];
+      const T* r_ = gates + b * G;
+      const T* z_ = r_ + H;
+      const T* n_ = r_ + 2 * H;
+      const T* hp = h_prev + b * H;
+      const T* gn = ghn + b * H;
+      const T* g = gg ? gg + b * G : nullptr;
+      T* __restrict dx_row = dgx + b * G;
+      T* __restrict dh_row = dgh + b * G;
+      T* __restrict dhn = a.dh_next + b * H;
+      const T* __restrict dhr = dh + b * H;
+      const T scale = real ? T(1) : T(0);  // padding: the step sees no dh; it skips to h_{t-1}
+      for (int64_t j = 0; j < H; ++j) {
+        const T d = dhr[j] * scale;
+        const T r = r_[j], z = z_[j], n = n_[j];
+        T d_n = d * (T(1) - z);
+        T d_z = d * (hp[j] - n);
+        if (g) {
+          d_n += g[2 * H + j];
+          d_z += g[H + j];
+        }
+        const T d_n_pre = d_n * (T(1) - n * n);
+        T d_r = d_n_pre * gn[j];
+        if (g) d_r += g[j];
+        const T d_r_pre = d_r * r * (T(1) - r);
+        const T d_z_pre = d_z * z * (T(1) - z);
+        dx_row[j] = d_r_pre;
+        dx_row[H + j] = d_z_pre;
+        dx_row[2 * H + j] = d_n_pre;
+        dh_row[j] = d_r_pre;
+        dh_row[H + j] = d_z_pre;
+        dh_row[2 * H + j] = d_n_pre * r;
+        dhn[j] = real ? d * z : dhr[j];  // the direct path h_{t-1} -> h_t (or the skip)
+      }
+    }
+    // dh_{t-1} = d_gh W_hh + (direct path)
+    for (int64_t k = 0; k < B * H; ++k) dh[k] = a.dh_next[k];
+    step_gemm<T>(B, H, G, dgh, a.w_hh, true, dh);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain RNN (tanh or relu)
+// ---------------------------------------------------------------------------------------------
+
+template <typename T>
+void rnn_forward(int64_t steps, int64_t B, int64_t H, T* pre /* (T, B, H) x W_ih^T + b */,
+                 const T* w_hh_t /* (H, H) */, const T* h0, const bool* mask, bool relu,
+                 T* h_all /* (T, B, H) */) {
+  for (int64_t t = 0; t < steps; ++t) {
+    const T* h_prev = t == 0 ? h0 : h_all + (t - 1) * B * H;
+    T* z = pre + t * B * H;
+    T* h = h_all + t * B * H;
+    step_gemm<T>(B, H, H, h_prev, w_hh_t, true, z);
+    const int64_t n = B * H;
+    if (relu) {
+      for (int64_t k = 0; k < n; ++k) h[k] = z[k] > T(0) ? z[k] : T(0);
+    } else {
+      for (int64_t k = 0; k < n; ++k) h[k] = Act<T>::tanh(z[k]);
+    }
+    const bool* m = mask ? mask + t * B : nullptr;
+    if (m)
+      for (int64_t b = 0; b < B; ++b)
+        if (!m[b])
+          for (int64_t j = 0; j < H; ++j) h[b * H + j] = h_prev[b * H + j];
+  }
+}
+
+template <typename T>
+void rnn_backward(int64_t steps, int64_t B, int64_t H, const T* h_all, const T* w_hh /* (H, H) */,
+                  const bool* mask, bool relu, const T* grad_h /* (T, B, H) or nullptr */,
+                  T* d_pre /* (T, B, H) out */, T* dh /* (B, H) in zeros, out dh0 */,
+                  T* dh_skip /* (B, H) scratch */) {
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    if (grad_h)
+      for (int64_t k = 0; k < B * H; ++k) dh[k] += grad_h[t * B * H + k];
+    const bool* m = mask ? mask + t * B : nullptr;
+    const T* h = h_all + t * B * H;
+    T* dz = d_pre + t * B * H;
+    for (int64_t b = 0; b < B; ++b) {
+      const T scale = (!m || m[b]) ? T(1) : T(0);
+      for (int64_t j = 0; j < H; ++j) {
+        const int64_t k = b * H + j;
+        const T d_act = relu ? (h[k] > T(0) ? T(1) : T(0)) : T(1) - h[k] * h[k];
+        dz[k] = dh[k] * scale * d_act;
+        dh_skip[k] = dh[k] * (T(1) - scale);
+      }
+    }
+    for (int64_t k = 0; k < B * H; ++k) dh[k] = dh_skip[k];
+    step_gemm<T>(B, H, H, dz, w_hh, true, dh);  // dh_{t-1} = dz W_hh (+ the skip)
+  }
+}
+
+}  // namespace LSTMK_ISA
+}  // namespace lstmk

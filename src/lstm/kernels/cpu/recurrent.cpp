@@ -1,0 +1,611 @@
+// The "cpu" backend of lstm.kernels: fused time loops for LSTM, GRU and RNN (forward and the
+// hand-written BPTT backward), and a streaming stepper for one-step-at-a-time inference.
+//
+// Built on first use by lstm/kernels/cpu/__init__.py (torch.utils.cpp_extension.load) and cached.
+// The loops are in kernels.h; this file holds the BLAS binding, the tensor-level entry points
+// (shapes checked, outputs allocated, the big GEMMs before and after the loop) and the bindings.
+
+#include <torch/extension.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+// ---------------------------------------------------------------------------------------------
+// BLAS. torch's CPU build carries a BLAS (MKL on x86) exporting the Fortran symbols; a weak
+// reference finds it without a link-time dependency. Where it is absent the calls go through
+// at::mm on tensors wrapping the same memory.
+// ---------------------------------------------------------------------------------------------
+
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
+            const float*, const int*, const float*, const int*, const float*, float*,
+            const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
+            const double*, const int*, const double*, const int*, const double*, double*,
+            const int*) __attribute__((weak));
+}
+
+namespace lstmk {
+
+// Per-step products with at most this many rows use the register-tiled loop of kernels.h.
+constexpr int64_t kSmallGemmRows = 2;
+
+template <typename T>
+void fortran_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+                  const T* alpha, const T* a, const int* lda, const T* b, const int* ldb,
+                  const T* beta, T* c, const int* ldc);
+template <>
+void fortran_gemm<float>(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+                         const float* alpha, const float* a, const int* lda, const float* b,
+                         const int* ldb, const float* beta, float* c, const int* ldc) {
+  sgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+template <>
+void fortran_gemm<double>(const char* ta, const char* tb, const int* m, const int* n,
+                          const int* k, const double* alpha, const double* a, const int* lda,
+                          const double* b, const int* ldb, const double* beta, double* c,
+                          const int* ldc) {
+  dgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+template <typename T>
+bool have_blas() {
+  return std::is_same<T, float>::value ? sgemm_ != nullptr : dgemm_ != nullptr;
+}
+
+// Row-major C[M, N] = beta * C + op(A) @ op(B), op(A) of shape (M, K), op(B) of shape (K, N).
+template <typename T>
+void gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A,
+                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (have_blas<T>()) {
+    // Row-major C = A B is column-major C^T = B^T A^T.
+    const int m = (int)N, n = (int)M, k = (int)K, la = (int)ldb, lb = (int)lda, lc = (int)ldc;
+    const T one = 1;
+    fortran_gemm<T>(trans_b ? "T" : "N", trans_a ? "T" : "N", &m, &n, &k, &one, B, &la, A, &lb,
+                    &beta, C, &lc);
+    return;
+  }
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  at::Tensor a = trans_a ? at::from_blob((void*)A, {K, M}, {lda, 1}, opts).t()
+                         : at::from_blob((void*)A, {M, K}, {lda, 1}, opts);
+  at::Tensor b = trans_b ? at::from_blob((void*)B, {N, K}, {ldb, 1}, opts).t()
+                         : at::from_blob((void*)B, {K, N}, {ldb, 1}, opts);
+  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+  if (beta == T(0))
+    at::mm_out(c, a, b);
+  else
+    c.addmm_(a, b);
+}
+
+}  // namespace lstmk
+
+// The loops, compiled twice: for AVX2+FMA and for any CPU; picked at run time.
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define LSTMK_HAVE_AVX2_COPY 1
+#define LSTMK_ISA avx2
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#include "kernels.h"
+#pragma GCC pop_options
+#undef LSTMK_ISA
+#endif
+#define LSTMK_ISA base
+#include "kernels.h"
+#undef LSTMK_ISA
+
+namespace lstmk {
+
+// "avx2" or "base": the copy of the loops this CPU runs. LSTM_CPU_ISA=base forces the portable
+// copy (to measure what the AVX2 copy buys).
+static bool use_avx2() {
+#ifdef LSTMK_HAVE_AVX2_COPY
+  static const bool value = [] {
+    const char* forced = std::getenv("LSTM_CPU_ISA");
+    if (forced && std::string(forced) == "base") return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return value;
+#else
+  return false;
+#endif
+}
+
+std::string isa() { return use_avx2() ? "avx2" : "base"; }
+bool blas_linked() { return have_blas<float>() && have_blas<double>(); }
+
+#ifdef LSTMK_HAVE_AVX2_COPY
+#define LSTMK_CALL(fn, ...) (use_avx2() ? avx2::fn(__VA_ARGS__) : base::fn(__VA_ARGS__))
+#else
+#define LSTMK_CALL(fn, ...) base::fn(__VA_ARGS__)
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Argument checks (the layers check the user's arguments; these guard direct calls).
+// ---------------------------------------------------------------------------------------------
+
+using OptTensor = c10::optional<at::Tensor>;
+
+static void check_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype,
+                         int64_t dim) {
+  TORCH_CHECK(t.device().is_cpu(), "cpu backend: ", name, " must be a CPU tensor, got ",
+              t.device());
+  TORCH_CHECK(t.scalar_type() == dtype, "cpu backend: ", name, " has dtype ", t.scalar_type(),
+              ", expected ", dtype);
+  TORCH_CHECK(t.dim() == dim, "cpu backend: ", name, " must be ", dim, "-D, got shape ",
+              t.sizes());
+}
+
+static at::Tensor mask_2d(const OptTensor& mask, int64_t T, int64_t B) {
+  if (!mask.has_value() || !mask->defined()) return at::Tensor();
+  TORCH_CHECK(mask->numel() == T * B, "cpu backend: mask must have T*B elements, got shape ",
+              mask->sizes());
+  return mask->to(at::kBool).reshape({T, B}).contiguous();
+}
+
+template <typename T>
+static T* ptr(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+template <typename T>
+static const T* cptr(const OptTensor& t) {
+  return (t.has_value() && t->defined()) ? t->data_ptr<T>() : nullptr;
+}
+static bool has(const OptTensor& t) { return t.has_value() && t->defined(); }
+static OptTensor contig(const OptTensor& t) {
+  if (!has(t)) return c10::nullopt;
+  return t->contiguous();
+}
+
+// x (T, B, I) @ w^T (+ bias): the input projection of every step as one GEMM, (T, B, G).
+static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w, const OptTensor& b) {
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2);
+  at::Tensor x2 = x.reshape({T * B, I});
+  at::Tensor out = has(b) ? at::addmm(*b, x2, w.t()) : at::mm(x2, w.t());
+  return out.view({T, B, w.size(0)});
+}
+
+// dW_hh = sum_t d_pre[t]^T h_prev[t] with h_prev = (h0, h_all[0], ..., h_all[T-2]), no copy.
+static at::Tensor grad_recurrent_weight(const at::Tensor& d_pre, const at::Tensor& h0,
+                                        const at::Tensor& h_all) {
+  const int64_t T = d_pre.size(0), B = d_pre.size(1), G = d_pre.size(2), P = h0.size(1);
+  at::Tensor dw = at::mm(d_pre[0].t(), h0);
+  if (T > 1)
+    dw.addmm_(d_pre.narrow(0, 1, T - 1).reshape({(T - 1) * B, G}).t(),
+              h_all.narrow(0, 0, T - 1).reshape({(T - 1) * B, P}));
+  return dw;
+}
+
+// ---------------------------------------------------------------------------------------------
+// LSTM
+// ---------------------------------------------------------------------------------------------
+
+// Returns (h_all (T, B, P), c_all (T, B, H), gates (T, B, 4H), tanh_c (T, B, H) if save).
+std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_,
+                                     const at::Tensor& c0_, const at::Tensor& w_ih,
+                                     const at::Tensor& w_hh, const OptTensor& bias,
+                                     const OptTensor& w_hr, const OptTensor& mask, bool save) {
+  const auto dtype = x_.scalar_type();
+  check_tensor(x_, "x", dtype, 3);
+  check_tensor(h0_, "h0", dtype, 2);
+  check_tensor(c0_, "c0", dtype, 2);
+  check_tensor(w_ih, "w_ih", dtype, 2);
+  check_tensor(w_hh, "w_hh", dtype, 2);
+  const int64_t T = x_.size(0), B = x_.size(1), H = w_hh.size(0) / 4, P = w_hh.size(1);
+  TORCH_CHECK(w_hh.size(0) == 4 * H && c0_.size(1) == H && h0_.size(1) == P &&
+                  h0_.size(0) == B && c0_.size(0) == B && w_ih.size(0) == 4 * H &&
+                  w_ih.size(1) == x_.size(2) && (!has(w_hr) || w_hr->size(1) == H),
+              "cpu backend: inconsistent LSTM shapes");
+  at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
+  at::Tensor gates = input_projection(x, w_ih, bias).contiguous();          // (T, B, 4H)
+  at::Tensor w_hh_t = w_hh.t().contiguous();                                 // (P, 4H)
+  at::Tensor w_hr_t = has(w_hr) ? w_hr->t().contiguous() : at::Tensor();    // (H, P)
+  at::Tensor m = mask_2d(mask, T, B);
+  auto opts = x.options();
+  at::Tensor h_all = at::empty({T, B, P}, opts), c_all = at::empty({T, B, H}, opts);
+  at::Tensor tanh_c = save ? at::empty({T, B, H}, opts) : at::Tensor();
+  at::Tensor h_raw = w_hr_t.defined() ? at::empty({B, H}, opts) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_forward", [&] {
+    LstmForward<scalar_t> a{T, B, H, P,
+                            gates.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
+                            ptr<scalar_t>(w_hr_t), h0.data_ptr<scalar_t>(),
+                            c0.data_ptr<scalar_t>(), m.defined() ? m.data_ptr<bool>() : nullptr,
+                            h_all.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
+                            ptr<scalar_t>(tanh_c), ptr<scalar_t>(h_raw)};
+    pybind11::gil_scoped_release no_gil;
+    LSTMK_CALL(lstm_forward<scalar_t>, a);
+  });
+  return {h_all, c_all, gates, tanh_c};
+}
+
+// needs: which of (x, h0, c0, w_ih, w_hh, bias, w_hr) want a gradient.
+// Returns (dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr), undefined where not wanted.
+std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor& grad_c_,
+                                      const OptTensor& grad_gates_, const at::Tensor& x,
+                                      const at::Tensor& h0, const at::Tensor& c0,
+                                      const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                      const OptTensor& w_hr_, const OptTensor& mask,
+                                      const at::Tensor& h_all, const at::Tensor& c_all,
+                                      const at::Tensor& gates, const at::Tensor& tanh_c,
+                                      std::vector<bool> needs) {
+  TORCH_CHECK(needs.size() == 7, "cpu backend: lstm_backward needs 7 flags");
+  TORCH_CHECK(tanh_c.defined(), "cpu backend: the forward did not save tanh(c)");
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = c0.size(1), P = h0.size(1);
+  const int64_t G = 4 * H;
+  OptTensor grad_h = contig(grad_h_), grad_c = contig(grad_c_), grad_gates = contig(grad_gates_);
+  OptTensor w_hr = contig(w_hr_);
+  at::Tensor w_hh_c = w_hh.contiguous();
+  at::Tensor m = mask_2d(mask, T, B);
+  auto opts = x.options();
+  at::Tensor d_pre = at::empty({T, B, G}, opts);
+  at::Tensor dh = at::zeros({B, P}, opts), dc = at::zeros({B, H}, opts);
+  at::Tensor dh_step = has(w_hr) ? at::empty({T, B, P}, opts) : at::Tensor();
+  at::Tensor dh_raw = has(w_hr) ? at::empty({B, H}, opts) : at::Tensor();
+  at::Tensor dh_skip = m.defined() ? at::empty({B, P}, opts) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_backward", [&] {
+    LstmBackward<scalar_t> a{T, B, H, P,
+                             gates.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
+                             tanh_c.data_ptr<scalar_t>(), c0.contiguous().data_ptr<scalar_t>(),
+                             w_hh_c.data_ptr<scalar_t>(), cptr<scalar_t>(w_hr),
+                             m.defined() ? m.data_ptr<bool>() : nullptr,
+                             cptr<scalar_t>(grad_h), cptr<scalar_t>(grad_c),
+                             cptr<scalar_t>(grad_gates), d_pre.data_ptr<scalar_t>(),
+                             ptr<scalar_t>(dh_step), dh.data_ptr<scalar_t>(),
+                             dc.data_ptr<scalar_t>(), ptr<scalar_t>(dh_raw),
+                             ptr<scalar_t>(dh_skip)};
+    pybind11::gil_scoped_release no_gil;
+    LSTMK_CALL(lstm_backward<scalar_t>, a);
+  });
+  at::Tensor d2 = d_pre.view({T * B, G});
+  at::Tensor dx, dw_ih, dw_hh, db, dw_hr;
+  if (needs[0]) dx = at::mm(d2, w_ih).view({T, B, I});
+  if (needs[3]) dw_ih = at::mm(d2.t(), x.reshape({T * B, I}));
+  if (needs[4]) dw_hh = grad_recurrent_weight(d_pre, h0.contiguous(), h_all);
+  if (needs[5]) db = d2.sum(0);
+  if (needs[6] && has(w_hr)) {
+    // h before the projection, o * tanh(c); on padding rows it is wrong but dh_step is zero there.
+    at::Tensor h_raw = gates.narrow(2, 3 * H, H) * tanh_c;  // (T, B, H)
+    dw_hr = at::mm(dh_step.view({T * B, P}).t(), h_raw.view({T * B, H}));
+  }
+  return {dx, needs[1] ? dh : at::Tensor(), needs[2] ? dc : at::Tensor(), dw_ih, dw_hh, db, dw_hr};
+}
+
+// ---------------------------------------------------------------------------------------------
+// GRU
+// ---------------------------------------------------------------------------------------------
+
+// Returns (h_all (T, B, H), gates (T, B, 3H), gh_n (T, B, H) if save).
+std::vector<at::Tensor> gru_forward(const at::Tensor& x_, const at::Tensor& h0_,
+                                    const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                    const OptTensor& b_ih, const OptTensor& b_hh_,
+                                    const OptTensor& mask, bool save) {
+  const auto dtype = x_.scalar_type();
+  check_tensor(x_, "x", dtype, 3);
+  check_tensor(h0_, "h0", dtype, 2);
+  check_tensor(w_ih, "w_ih", dtype, 2);
+  check_tensor(w_hh, "w_hh", dtype, 2);
+  const int64_t T = x_.size(0), B = x_.size(1), H = w_hh.size(1);
+  TORCH_CHECK(w_hh.size(0) == 3 * H && w_ih.size(0) == 3 * H && h0_.size(1) == H &&
+                  h0_.size(0) == B && w_ih.size(1) == x_.size(2),
+              "cpu backend: inconsistent GRU shapes");
+  at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
+  at::Tensor gates = input_projection(x, w_ih, b_ih).contiguous();  // (T, B, 3H)
+  at::Tensor w_hh_t = w_hh.t().contiguous();                         // (H, 3H)
+  OptTensor b_hh = contig(b_hh_);
+  at::Tensor m = mask_2d(mask, T, B);
+  auto opts = x.options();
+  at::Tensor h_all = at::empty({T, B, H}, opts);
+  at::Tensor gh_n = save ? at::empty({T, B, H}, opts) : at::Tensor();
+  at::Tensor gh = at::empty({B, 3 * H}, opts);
+  AT_DISPATCH_FLOATING_TYPES(dtype, "gru_forward", [&] {
+    GruForward<scalar_t> a{T, B, H,
+                           gates.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
+                           cptr<scalar_t>(b_hh), h0.data_ptr<scalar_t>(),
+                           m.defined() ? m.data_ptr<bool>() : nullptr, h_all.data_ptr<scalar_t>(),
+                           ptr<scalar_t>(gh_n), gh.data_ptr<scalar_t>()};
+    pybind11::gil_scoped_release no_gil;
+    LSTMK_CALL(gru_forward<scalar_t>, a);
+  });
+  return {h_all, gates, gh_n};
+}
+
+// needs: (x, h0, w_ih, w_hh, b_ih, b_hh). Returns (dx, dh0, dw_ih, dw_hh, db_ih, db_hh).
+std::vector<at::Tensor> gru_backward(const OptTensor& grad_h_, const OptTensor& grad_gates_,
+                                     const at::Tensor& x, const at::Tensor& h0,
+                                     const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                     const OptTensor& mask, const at::Tensor& h_all,
+                                     const at::Tensor& gates, const at::Tensor& gh_n,
+                                     std::vector<bool> needs) {
+  TORCH_CHECK(needs.size() == 6, "cpu backend: gru_backward needs 6 flags");
+  TORCH_CHECK(gh_n.defined(), "cpu backend: the forward did not save W_hn h + b_hn");
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1), G = 3 * H;
+  OptTensor grad_h = contig(grad_h_), grad_gates = contig(grad_gates_);
+  at::Tensor w_hh_c = w_hh.contiguous(), h0_c = h0.contiguous();
+  at::Tensor m = mask_2d(mask, T, B);
+  auto opts = x.options();
+  at::Tensor d_gx = at::empty({T, B, G}, opts), d_gh = at::empty({T, B, G}, opts);
+  at::Tensor dh = at::zeros({B, H}, opts), dh_next = at::empty({B, H}, opts);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_backward", [&] {
+    GruBackward<scalar_t> a{T, B, H,
+                            gates.data_ptr<scalar_t>(), h_all.data_ptr<scalar_t>(),
+                            h0_c.data_ptr<scalar_t>(), gh_n.data_ptr<scalar_t>(),
+                            w_hh_c.data_ptr<scalar_t>(),
+                            m.defined() ? m.data_ptr<bool>() : nullptr, cptr<scalar_t>(grad_h),
+                            cptr<scalar_t>(grad_gates), d_gx.data_ptr<scalar_t>(),
+                            d_gh.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
+                            dh_next.data_ptr<scalar_t>()};
+    pybind11::gil_scoped_release no_gil;
+    LSTMK_CALL(gru_backward<scalar_t>, a);
+  });
+  at::Tensor dgx2 = d_gx.view({T * B, G}), dgh2 = d_gh.view({T * B, G});
+  at::Tensor dx, dw_ih, dw_hh, db_ih, db_hh;
+  if (needs[0]) dx = at::mm(dgx2, w_ih).view({T, B, I});
+  if (needs[2]) dw_ih = at::mm(dgx2.t(), x.reshape({T * B, I}));
+  if (needs[3]) dw_hh = grad_recurrent_weight(d_gh, h0_c, h_all);
+  if (needs[4]) db_ih = dgx2.sum(0);
+  if (needs[5]) db_hh = dgh2.sum(0);
+  return {dx, needs[1] ? dh : at::Tensor(), dw_ih, dw_hh, db_ih, db_hh};
+}
+
+// ---------------------------------------------------------------------------------------------
+// RNN
+// ---------------------------------------------------------------------------------------------
+
+static bool is_relu(const std::string& nonlinearity) {
+  TORCH_CHECK(nonlinearity == "tanh" || nonlinearity == "relu",
+              "cpu backend: nonlinearity must be 'tanh' or 'relu', got '", nonlinearity, "'");
+  return nonlinearity == "relu";
+}
+
+// Returns h_all (T, B, H).
+at::Tensor rnn_forward(const at::Tensor& x_, const at::Tensor& h0_, const at::Tensor& w_ih,
+                       const at::Tensor& w_hh, const OptTensor& bias, const OptTensor& mask,
+                       const std::string& nonlinearity) {
+  const auto dtype = x_.scalar_type();
+  check_tensor(x_, "x", dtype, 3);
+  check_tensor(h0_, "h0", dtype, 2);
+  check_tensor(w_ih, "w_ih", dtype, 2);
+  check_tensor(w_hh, "w_hh", dtype, 2);
+  const bool relu = is_relu(nonlinearity);
+  const int64_t T = x_.size(0), B = x_.size(1), H = w_hh.size(1);
+  TORCH_CHECK(w_hh.size(0) == H && w_ih.size(0) == H && h0_.size(1) == H && h0_.size(0) == B &&
+                  w_ih.size(1) == x_.size(2),
+              "cpu backend: inconsistent RNN shapes");
+  at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
+  at::Tensor pre = input_projection(x, w_ih, bias).contiguous();  // (T, B, H)
+  at::Tensor w_hh_t = w_hh.t().contiguous();
+  at::Tensor m = mask_2d(mask, T, B);
+  at::Tensor h_all = at::empty({T, B, H}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(dtype, "rnn_forward", [&] {
+    pybind11::gil_scoped_release no_gil;
+    LSTMK_CALL(rnn_forward<scalar_t>, T, B, H, pre.data_ptr<scalar_t>(),
+               w_hh_t.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
+               m.defined() ? m.data_ptr<bool>() : nullptr, relu, h_all.data_ptr<scalar_t>());
+  });
+  return h_all;
+}
+
+// needs: (x, h0, w_ih, w_hh, bias). Returns (dx, dh0, dw_ih, dw_hh, db).
+std::vector<at::Tensor> rnn_backward(const OptTensor& grad_h_, const at::Tensor& x,
+                                     const at::Tensor& h0, const at::Tensor& w_ih,
+                                     const at::Tensor& w_hh, const OptTensor& mask,
+                                     const at::Tensor& h_all, const std::string& nonlinearity,
+                                     std::vector<bool> needs) {
+  TORCH_CHECK(needs.size() == 5, "cpu backend: rnn_backward needs 5 flags");
+  const bool relu = is_relu(nonlinearity);
+  const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
+  OptTensor grad_h = contig(grad_h_);
+  at::Tensor w_hh_c = w_hh.contiguous(), h0_c = h0.contiguous();
+  at::Tensor m = mask_2d(mask, T, B);
+  auto opts = x.options();
+  at::Tensor d_pre = at::empty({T, B, H}, opts);
+  at::Tensor dh = at::zeros({B, H}, opts), dh_skip = at::empty({B, H}, opts);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_backward", [&] {
+    pybind11::gil_scoped_release no_gil;
+    LSTMK_CALL(rnn_backward<scalar_t>, T, B, H, h_all.data_ptr<scalar_t>(),
+               w_hh_c.data_ptr<scalar_t>(), m.defined() ? m.data_ptr<bool>() : nullptr, relu,
+               cptr<scalar_t>(grad_h), d_pre.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
+               dh_skip.data_ptr<scalar_t>());
+  });
+  at::Tensor d2 = d_pre.view({T * B, H});
+  at::Tensor dx, dw_ih, dw_hh, db;
+  if (needs[0]) dx = at::mm(d2, w_ih).view({T, B, I});
+  if (needs[2]) dw_ih = at::mm(d2.t(), x.reshape({T * B, I}));
+  if (needs[3]) dw_hh = grad_recurrent_weight(d_pre, h0_c, h_all);
+  if (needs[4]) db = d2.sum(0);
+  return {dx, needs[1] ? dh : at::Tensor(), dw_ih, dw_hh, db};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming: one time step at a time through a stack of unidirectional layers, state carried
+// in tensors the caller can read and reset. Weights are copied into the per-step layout once;
+// each step() is a few small GEMMs and one pointwise pass per layer, with no allocation except
+// the returned output.
+// ---------------------------------------------------------------------------------------------
+
+class Stepper {
+ public:
+  // mode: "LSTM", "GRU", "RNN_TANH" or "RNN_RELU". Per layer: w_ih (G, I_l), w_hh (G, P),
+  // b_ih, b_hh (G) (empty lists: no bias), w_hr (P, H) (LSTM with projection). state: h (L, B, P)
+  // and, for LSTM, c (L, B, H); updated in place by step().
+  Stepper(const std::string& mode, const std::vector<at::Tensor>& w_ih,
+          const std::vector<at::Tensor>& w_hh, const std::vector<at::Tensor>& b_ih,
+          const std::vector<at::Tensor>& b_hh, const std::vector<at::Tensor>& w_hr, at::Tensor h,
+          OptTensor c)
+      : mode_(mode), h_(h), c_(c.has_value() ? *c : at::Tensor()) {
+    TORCH_CHECK(mode == "LSTM" || mode == "GRU" || mode == "RNN_TANH" || mode == "RNN_RELU",
+                "Stepper: unknown mode ", mode);
+    TORCH_CHECK(h.dim() == 3 && h.is_contiguous(), "Stepper: h must be contiguous (L, B, P)");
+    dtype_ = h.scalar_type();
+    TORCH_CHECK(dtype_ == at::kFloat || dtype_ == at::kDouble, "Stepper: float32 or float64");
+    layers_ = (int64_t)w_ih.size();
+    batch_ = h.size(1);
+    proj_ = h.size(2);
+    hidden_ = w_hh[0].size(1);
+    if (mode == "LSTM") {
+      TORCH_CHECK(c_.defined() && c_.is_contiguous() && c_.dim() == 3, "Stepper: LSTM needs c");
+      hidden_ = c_.size(2);
+    }
+    const int64_t gates = w_hh[0].size(0);
+    input_size_ = w_ih[0].size(1);
+    for (int64_t l = 0; l < layers_; ++l) {
+      w_ih_t_.push_back(w_ih[l].detach().t().contiguous());  // (I_l, G)
+      w_hh_t_.push_back(w_hh[l].detach().t().contiguous());  // (P, G)
+      at::Tensor bias = at::zeros({gates}, h.options());
+      at::Tensor bias_hh = at::zeros({gates}, h.options());
+      if (!b_ih.empty()) {
+        if (mode == "GRU") {
+          bias.copy_(b_ih[l].detach());
+          bias_hh.copy_(b_hh[l].detach());
+        } else {
+          bias.copy_(b_ih[l].detach() + b_hh[l].detach());  // pre-summed
+        }
+      }
+      bias_.push_back(bias);
+      bias_hh_.push_back(bias_hh);
+      if (!w_hr.empty()) w_hr_t_.push_back(w_hr[l].detach().t().contiguous());  // (H, P)
+    }
+    z_ = at::empty({batch_, gates}, h.options());
+    gh_ = at::empty({batch_, gates}, h.options());
+    h_new_ = at::empty({batch_, std::max(proj_, hidden_)}, h.options());
+    c_new_ = at::empty({batch_, hidden_}, h.options());
+  }
+
+  // x: (B, I) -> the last layer's new h, (B, P), a new tensor. With batch 1, x may be (I,) and
+  // the output is then (P,).
+  at::Tensor step(const at::Tensor& x_) {
+    const bool unbatched = x_.dim() == 1 && batch_ == 1;
+    if (!((x_.dim() == 2 && x_.size(0) == batch_ && x_.size(1) == input_size_) ||
+          (unbatched && x_.size(0) == input_size_)) ||
+        x_.scalar_type() != dtype_ || !x_.device().is_cpu())
+      throw pybind11::value_error("step: x should be a CPU tensor of shape (" +
+                                  std::to_string(batch_) + ", " + std::to_string(input_size_) +
+                                  ") and dtype " + std::string(c10::toString(dtype_)) +
+                                  ", got shape " + c10::str(x_.sizes()) + " and dtype " +
+                                  std::string(c10::toString(x_.scalar_type())) + " on " +
+                                  c10::str(x_.device()));
+    at::Tensor x = x_.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(dtype_, "step", [&] {
+      if (use_avx2()) {
+#ifdef LSTMK_HAVE_AVX2_COPY
+        run<scalar_t, true>(x.data_ptr<scalar_t>());
+#endif
+      } else {
+        run<scalar_t, false>(x.data_ptr<scalar_t>());
+      }
+    });
+    at::Tensor out = h_[layers_ - 1].clone();
+    return unbatched ? out.view({proj_}) : out;
+  }
+
+  at::Tensor h() const { return h_; }
+  OptTensor c() const { return c_.defined() ? OptTensor(c_) : c10::nullopt; }
+
+ private:
+  template <typename T, bool AVX2>
+  void run(const T* x) {
+    const int64_t B = batch_, H = hidden_, P = proj_;
+    const bool lstm = mode_ == "LSTM", gru = mode_ == "GRU";
+    const int64_t G = z_.size(1);
+    T* z = z_.data_ptr<T>();
+    T* gh = gh_.data_ptr<T>();
+    T* h_new = h_new_.data_ptr<T>();
+    T* c_new = c_new_.data_ptr<T>();
+    const T* input = x;
+    int64_t in_size = input_size_;
+    for (int64_t l = 0; l < layers_; ++l) {
+      T* h = h_.data_ptr<T>() + l * B * P;
+      const T* bias = bias_[l].data_ptr<T>();
+      for (int64_t b = 0; b < B; ++b) std::memcpy(z + b * G, bias, G * sizeof(T));
+      gemm<T, AVX2>(B, G, in_size, input, w_ih_t_[l].data_ptr<T>(), true, z);  // z = b + x W_ih^T
+      if (lstm) {
+        T* c = c_.data_ptr<T>() + l * B * H;
+        gemm<T, AVX2>(B, G, P, h, w_hh_t_[l].data_ptr<T>(), true, z);  // z += h W_hh^T
+        for (int64_t b = 0; b < B; ++b) pointwise_lstm<T, AVX2>(H, z + b * G, c + b * H,
+                                                                c_new + b * H, h_new + b * H);
+        std::memcpy(c, c_new, B * H * sizeof(T));
+        if (!w_hr_t_.empty())
+          gemm<T, AVX2>(B, P, H, h_new, w_hr_t_[l].data_ptr<T>(), false, h);
+        else
+          std::memcpy(h, h_new, B * H * sizeof(T));
+      } else if (gru) {
+        const T* bias_hh = bias_hh_[l].data_ptr<T>();
+        for (int64_t b = 0; b < B; ++b) std::memcpy(gh + b * G, bias_hh, G * sizeof(T));
+        gemm<T, AVX2>(B, G, H, h, w_hh_t_[l].data_ptr<T>(), true, gh);  // gh = b_hh + h W_hh^T
+        for (int64_t b = 0; b < B; ++b)
+          pointwise_gru<T, AVX2>(H, z + b * G, gh + b * G, h + b * H, h_new + b * H);
+        std::memcpy(h, h_new, B * H * sizeof(T));
+      } else {
+        gemm<T, AVX2>(B, G, H, h, w_hh_t_[l].data_ptr<T>(), true, z);
+        const bool relu = mode_ == "RNN_RELU";
+        for (int64_t k = 0; k < B * H; ++k)
+          h[k] = relu ? (z[k] > T(0) ? z[k] : T(0)) : act_tanh<T, AVX2>(z[k]);
+      }
+      input = h;
+      in_size = P;
+    }
+  }
+
+  template <typename T, bool AVX2>
+  static void gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* W, bool acc, T* C) {
+#ifdef LSTMK_HAVE_AVX2_COPY
+    if (AVX2) return avx2::step_gemm<T>(M, N, K, A, W, acc, C);
+#endif
+    base::step_gemm<T>(M, N, K, A, W, acc, C);
+  }
+  template <typename T, bool AVX2>
+  static void pointwise_lstm(int64_t H, T* z, const T* c, T* c_out, T* h_out) {
+#ifdef LSTMK_HAVE_AVX2_COPY
+    if (AVX2) return avx2::lstm_pointwise_forward<T>(H, z, c, c_out, h_out, nullptr);
+#endif
+    base::lstm_pointwise_forward<T>(H, z, c, c_out, h_out, nullptr);
+  }
+  template <typename T, bool AVX2>
+  static void pointwise_gru(int64_t H, T* gx, const T* gh, const T* h, T* h_out) {
+#ifdef LSTMK_HAVE_AVX2_COPY
+    if (AVX2) return avx2::gru_pointwise_forward<T>(H, gx, gh, h, h_out, nullptr);
+#endif
+    base::gru_pointwise_forward<T>(H, gx, gh, h, h_out, nullptr);
+  }
+  template <typename T, bool AVX2>
+  static T act_tanh(T v) {
+#ifdef LSTMK_HAVE_AVX2_COPY
+    if (AVX2) return avx2::Act<T>::tanh(v);
+#endif
+    return base::Act<T>::tanh(v);
+  }
+
+  std::string mode_;
+  at::Tensor h_, c_;
+  at::ScalarType dtype_;
+  int64_t layers_, batch_, proj_, hidden_, input_size_;
+  std::vector<at::Tensor> w_ih_t_, w_hh_t_, bias_, bias_hh_, w_hr_t_;
+  at::Tensor z_, gh_, h_new_, c_new_;
+};
+
+}  // namespace lstmk
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "lstm's fused CPU kernels: LSTM, GRU and RNN time loops, forward and BPTT";
+  m.def("isa", &lstmk::isa, "which copy of the loops runs here: 'avx2' or 'base'");
+  m.def("blas_linked", &lstmk::blas_linked, "whether torch's BLAS is called directly");
+  m.def("lstm_forward", &lstmk::lstm_forward);
+  m.def("lstm_backward", &lstmk::lstm_backward);
+  m.def("gru_forward", &lstmk::gru_forward);
+  m.def("gru_backward", &lstmk::gru_backward);
+  m.def("rnn_forward", &lstmk::rnn_forward);
+  m.def("rnn_backward", &lstmk::rnn_backward);
+  pybind11::class_<lstmk::Stepper>(m, "Stepper")
+      .def(pybind11::init<const std::string&, const std::vector<at::Tensor>&,
+                          const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
+                          const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
+                          at::Tensor, c10::optional<at::Tensor>>())
+      .def("step", &lstmk::Stepper::step)
+      .def_property_readonly("h", &lstmk::Stepper::h)
+      .def_property_readonly("c", &lstmk::Stepper::c);
+}
