@@ -31,7 +31,7 @@ __all__ = ["backend", "build_error", "gru", "load_extension", "lstm", "rnn"]
 
 _SOURCES = ("recurrent.cpp", "kernels.h")
 # -O3 vectorizes the loops; no -march: the AVX2 copy is chosen at run time (see recurrent.cpp).
-_CFLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno"]
+_CFLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math"]
 
 _ext: ModuleType | None = None
 _error: str | None = None

@@ -5,7 +5,11 @@
 // The loops are in kernels.h; this file holds the BLAS binding, the tensor-level entry points
 // (shapes checked, outputs allocated, the big GEMMs before and after the loop) and the bindings.
 
-#include <torch/extension.h>
+// ATen and torch's pybind11 casters only (torch/extension.h pulls in the whole C++ frontend and
+// doubles the build time).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <cmath>
 #include <cstdint>
@@ -30,9 +34,6 @@ void dgemm_(const char*, const char*, const int*, const int*, const int*, const 
 }
 
 namespace lstmk {
-
-// Per-step products with at most this many rows use the register-tiled loop of kernels.h.
-constexpr int64_t kSmallGemmRows = 2;
 
 template <typename T>
 void fortran_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
@@ -561,16 +562,16 @@ class Stepper {
   template <typename T, bool AVX2>
   static void pointwise_lstm(int64_t H, T* z, const T* c, T* c_out, T* h_out) {
 #ifdef LSTMK_HAVE_AVX2_COPY
-    if (AVX2) return avx2::lstm_pointwise_forward<T>(H, z, c, c_out, h_out, nullptr);
+    if (AVX2) return avx2::lstm_pointwise_forward<T, false>(H, z, c, c_out, h_out, nullptr);
 #endif
-    base::lstm_pointwise_forward<T>(H, z, c, c_out, h_out, nullptr);
+    base::lstm_pointwise_forward<T, false>(H, z, c, c_out, h_out, nullptr);
   }
   template <typename T, bool AVX2>
   static void pointwise_gru(int64_t H, T* gx, const T* gh, const T* h, T* h_out) {
 #ifdef LSTMK_HAVE_AVX2_COPY
-    if (AVX2) return avx2::gru_pointwise_forward<T>(H, gx, gh, h, h_out, nullptr);
+    if (AVX2) return avx2::gru_pointwise_forward<T, false>(H, gx, gh, h, h_out, nullptr);
 #endif
-    base::gru_pointwise_forward<T>(H, gx, gh, h, h_out, nullptr);
+    base::gru_pointwise_forward<T, false>(H, gx, gh, h, h_out, nullptr);
   }
   template <typename T, bool AVX2>
   static T act_tanh(T v) {
