@@ -6,6 +6,7 @@ The public API. See README.md for a tour, docs/math.md for every equation beside
 from lstm.cells import gru_cell, lstm_cell, rnn_cell
 from lstm.kernels import available_backends
 from lstm.layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from lstm.streaming import Streamer
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,7 @@ __all__ = [
     "GRUCell",
     "LSTMCell",
     "RNNCell",
+    "Streamer",
     "__version__",
     "available_backends",
     "gru_cell",

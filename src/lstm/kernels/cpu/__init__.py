@@ -103,7 +103,7 @@ def build_error() -> str | None:
 
 
 def _ext_or_raise() -> ModuleType:
-    ext = load_extension()
+    ext = _ext if _ext is not None else load_extension()
     if ext is None:
         raise RuntimeError(f"the fused CPU kernels are not available: {_error}")
     return ext

@@ -1,0 +1,270 @@
+"""The fused CPU backend against the reference equations: forward values, gradients (gradcheck in
+float64, and against the hand-written BPTT), float32 drift over long sequences, the layers on top
+of it against torch.nn, and the fallback where the kernels cannot be built."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import lstm
+from lstm import bptt, kernels
+from lstm.kernels import cpu, reference
+
+pytestmark = pytest.mark.skipif(
+    cpu.load_extension() is None, reason=f"CPU kernels could not be built: {cpu.build_error()}"
+)
+
+F64 = torch.float64
+
+
+def _rand(*shape, dtype=F64, scale=1.0):
+    return torch.randn(*shape, dtype=dtype) * scale
+
+
+def _lstm_args(T, B, I, H, P=None, bias=True, ragged=False, dtype=F64, seed=0):
+    torch.manual_seed(seed)
+    P_ = P or H
+    mask = None
+    if ragged:
+        lengths = torch.randint(1, T + 1, (B,))
+        lengths[0] = T
+        mask = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(-1)
+    return [
+        _rand(T, B, I, dtype=dtype),
+        _rand(B, P_, dtype=dtype, scale=0.5),
+        _rand(B, H, dtype=dtype, scale=0.5),
+        _rand(4 * H, I, dtype=dtype, scale=0.4),
+        _rand(4 * H, P_, dtype=dtype, scale=0.4),
+        _rand(4 * H, dtype=dtype, scale=0.3) if bias else None,
+        _rand(P_, H, dtype=dtype, scale=0.4) if P else None,
+        mask,
+    ]
+
+
+def _gru_args(T, B, I, H, bias=True, ragged=False, seed=0):
+    torch.manual_seed(seed)
+    x, h0, _, _, _, _, _, mask = _lstm_args(T, B, I, H, ragged=ragged, seed=seed)
+    return [x, h0, _rand(3 * H, I, scale=0.4), _rand(3 * H, H, scale=0.4),
+            _rand(3 * H, scale=0.3) if bias else None, _rand(3 * H, scale=0.3) if bias else None,
+            mask]  # fmt: skip
+
+
+def _rnn_args(T, B, I, H, bias=True, ragged=False, seed=0):
+    torch.manual_seed(seed)
+    x, h0, _, _, _, _, _, mask = _lstm_args(T, B, I, H, ragged=ragged, seed=seed)
+    return [x, h0, _rand(H, I, scale=0.4), _rand(H, H, scale=0.4),
+            _rand(H, scale=0.3) if bias else None, mask]  # fmt: skip
+
+
+def _grad_inputs(args):
+    return [
+        a.clone().requires_grad_() if a is not None and a.is_floating_point() else a for a in args
+    ]
+
+
+# Random configurations: (T, B, I, H, P, bias, ragged). B = 1, 2, 3 and 5 run the register tiles of
+# every row count, B = 40 with H = 48 runs the BLAS path; H = 9 and 20 leave partial vectors.
+CONFIGS = [
+    (5, 1, 3, 4, None, True, False),
+    (7, 2, 5, 9, None, False, True),
+    (6, 3, 4, 20, 7, True, True),
+    (4, 5, 6, 8, 3, True, False),
+    (3, 40, 10, 48, None, True, True),
+]
+
+
+@pytest.mark.parametrize("T,B,I,H,P,bias,ragged", CONFIGS)
+def test_lstm_forward_matches_reference(T, B, I, H, P, bias, ragged):
+    args = _lstm_args(T, B, I, H, P, bias, ragged)
+    for ours, ref in zip(cpu.lstm(*args), reference.lstm_loop(*args)):
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("T,B,I,H,P,bias,ragged", CONFIGS)
+def test_gru_and_rnn_forward_match_reference(T, B, I, H, P, bias, ragged):
+    args = _gru_args(T, B, I, H, bias, ragged)
+    for ours, ref in zip(cpu.gru(*args), reference.gru_loop(*args)):
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    args = _rnn_args(T, B, I, H, bias, ragged)
+    for nonlinearity in ("tanh", "relu"):
+        ours = cpu.rnn(*args, nonlinearity=nonlinearity)
+        ref = reference.rnn_loop(*args, nonlinearity=nonlinearity)
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("P,ragged", [(None, False), (None, True), (3, True)])
+def test_lstm_gradcheck(P, ragged):
+    # All three outputs (h_all, c_all, gates) get a gradient: gradcheck uses every output.
+    args = _grad_inputs(_lstm_args(4, 3, 3, 4, P, True, ragged, seed=1))
+    assert torch.autograd.gradcheck(lambda *a: cpu.lstm(*a), args)
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_gru_and_rnn_gradcheck(ragged):
+    args = _grad_inputs(_gru_args(4, 3, 3, 4, True, ragged, seed=2))
+    assert torch.autograd.gradcheck(lambda *a: cpu.gru(*a), args)
+    args = _grad_inputs(_rnn_args(4, 3, 3, 4, True, ragged, seed=3))
+    for nonlinearity in ("tanh", "relu"):
+        assert torch.autograd.gradcheck(
+            lambda *a, nl=nonlinearity: cpu.rnn(*a, nonlinearity=nl), args
+        )
+
+
+@pytest.mark.parametrize("T,B,I,H,P,bias,ragged", CONFIGS)
+def test_lstm_gradients_match_handwritten_bptt(T, B, I, H, P, bias, ragged):
+    """Larger shapes than gradcheck can afford, against lstm.bptt, with a random weight on every
+    output (so the gradients with respect to c_all and the gates are exercised too)."""
+    args = _lstm_args(T, B, I, H, P, bias, ragged, seed=4)
+    grads = []
+    for fn in (cpu.lstm, bptt.lstm_sequence):
+        inputs = _grad_inputs(args)
+        outs = fn(*inputs)
+        torch.manual_seed(9)
+        loss = sum((o * torch.randn_like(o)).sum() for o in outs)
+        loss.backward()
+        grads.append([a.grad for a in inputs if a is not None and a.is_floating_point()])
+    for ours, ref in zip(*grads):
+        torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10)
+
+
+def test_float32_stays_within_1e5_of_float64_after_1000_steps():
+    args64 = _lstm_args(1000, 3, 8, 16, None, True, False, seed=5)
+    args64[3] *= 0.5
+    args64[4] *= 0.5
+    ref = reference.lstm_loop(*args64)
+    args32 = [a.float() if a is not None and a.is_floating_point() else a for a in args64]
+    for ours, exact in zip(cpu.lstm(*args32), ref):
+        assert ours.dtype == torch.float32
+        assert (ours.double() - exact).abs().max().item() < 1e-5
+    gru32 = [
+        a.float() if a is not None and a.is_floating_point() else a
+        for a in _gru_args(1000, 3, 8, 16)
+    ]
+    ours = cpu.gru(*gru32)[0].double()
+    exact = reference.gru_loop(
+        *[a.double() if a is not None and a.is_floating_point() else a for a in gru32]
+    )[0]
+    assert (ours - exact).abs().max().item() < 1e-5
+
+
+def test_double_backward_is_refused():
+    args = _grad_inputs(_lstm_args(3, 2, 3, 4))
+    h_all = cpu.lstm(*args)[0]
+    (grad,) = torch.autograd.grad(h_all.sum(), args[3], create_graph=True)
+    # once_differentiable: the first-order gradient carries no graph, so a second order fails.
+    with pytest.raises(RuntimeError, match=r"does not require grad|once_differentiable"):
+        grad.sum().backward()
+
+
+def test_inference_skips_autograd():
+    args = _lstm_args(5, 2, 3, 4)
+    w = args[3].clone().requires_grad_()
+    with torch.no_grad():
+        h_all = cpu.lstm(args[0], args[1], args[2], w, *args[4:])[0]
+    assert h_all.grad_fn is None
+
+
+# --------------------------------------------------------------------------------------------
+# The layers on the fused path against torch.nn
+# --------------------------------------------------------------------------------------------
+
+
+def test_auto_picks_cpu_and_repr_says_so():
+    model = lstm.LSTM(4, 8)
+    assert "cpu" in kernels.available_backends()
+    assert kernels.get_backend("auto", torch.device("cpu"), torch.float32).name == "cpu"
+    assert kernels.get_backend("auto", torch.device("cpu"), torch.float64).name == "cpu"
+    assert "backend=cpu" in repr(model)
+
+
+@pytest.mark.parametrize(
+    "kind,kwargs",
+    [
+        ("LSTM", dict(num_layers=2, bidirectional=True)),
+        ("LSTM", dict(num_layers=2, proj_size=3, bidirectional=True)),
+        ("LSTM", dict(num_layers=1, bias=False, batch_first=True)),
+        ("GRU", dict(num_layers=2, bidirectional=True)),
+        ("RNN", dict(num_layers=2, nonlinearity="relu", bidirectional=True)),
+    ],
+)
+def test_layers_match_torch_nn_with_ragged_lengths(kind, kwargs):
+    torch.manual_seed(6)
+    theirs = getattr(torch.nn, kind)(5, 7, dtype=F64, **kwargs)
+    ours = getattr(lstm, kind).from_torch(theirs, backend="cpu")
+    T, B = 9, 4
+    lengths = torch.tensor([9, 6, 3, 1])
+    x = (
+        torch.randn(B, T, 5, dtype=F64)
+        if kwargs.get("batch_first")
+        else torch.randn(T, B, 5, dtype=F64)
+    )
+    results = []
+    for module in (theirs, ours):
+        inp = x.clone().requires_grad_()
+        packed = pack_padded_sequence(inp, lengths, batch_first=kwargs.get("batch_first", False))
+        out, state = module(packed)
+        out, _ = pad_packed_sequence(out, batch_first=kwargs.get("batch_first", False))
+        states = state if isinstance(state, tuple) else (state,)
+        loss = (out * torch.linspace(-1, 1, out.shape[-1], dtype=F64)).sum() + sum(
+            (s**2).sum() for s in states
+        )
+        loss.backward()
+        results.append([out, *states, inp.grad, *[p.grad for p in module.parameters()]])
+    for mine, ref in zip(results[1], results[0]):
+        torch.testing.assert_close(mine, ref, rtol=1e-9, atol=1e-10)
+
+
+def test_lstm_float32_module_matches_torch_nn():
+    torch.manual_seed(7)
+    theirs = torch.nn.LSTM(16, 32, num_layers=2)
+    ours = lstm.LSTM.from_torch(theirs)  # auto: the cpu backend
+    x = torch.randn(50, 8, 16)
+    with torch.no_grad():
+        out_ours, (_, c_ours) = ours(x)
+        out_theirs, (_, c_theirs) = theirs(x)
+    torch.testing.assert_close(out_ours, out_theirs, rtol=0, atol=2e-5)
+    torch.testing.assert_close(c_ours, c_theirs, rtol=0, atol=2e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Where the kernels cannot be built
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def failed_build(monkeypatch):
+    """A fresh loader whose build raises, as it does without a compiler; restored afterwards."""
+
+    def no_compiler():
+        raise RuntimeError("Error building extension: g++: command not found")
+
+    monkeypatch.setattr(cpu, "_build", no_compiler)
+    monkeypatch.setattr(cpu, "_ext", None)
+    monkeypatch.setattr(cpu, "_error", None)
+    monkeypatch.setattr(kernels, "_LOADED", {})
+    yield
+
+
+def test_failed_build_warns_once_and_falls_back_to_bptt(failed_build):
+    torch.manual_seed(8)
+    model = lstm.LSTM(3, 5, num_layers=2, dtype=F64)
+    reference_model = lstm.LSTM.from_torch(model.to_torch(), backend="bptt")
+    x = torch.randn(6, 2, 3, dtype=F64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out1, _ = model(x)
+        out2, _ = model(x)
+        text = repr(model)
+    built = [w for w in caught if "could not build the fused CPU kernels" in str(w.message)]
+    assert len(built) == 1
+    assert issubclass(built[0].category, RuntimeWarning)
+    assert "g++: command not found" in str(built[0].message)
+    assert "backend=bptt" in text
+    torch.testing.assert_close(out1, reference_model(x)[0], rtol=0, atol=0)
+    torch.testing.assert_close(out2, out1, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="backend 'cpu' is not available"):
+        lstm.LSTM(3, 5, backend="cpu")(x.float())
