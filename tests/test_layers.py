@@ -304,3 +304,23 @@ def test_zero_batch_backward(kind):
     x = torch.randn(5, 0, 4, dtype=torch.float64, requires_grad=True)
     grads = torch.autograd.grad(flat_tensors(ours(x))[0].sum(), [x, *ours.parameters()])
     assert all(torch.all(g == 0) for g in grads)
+
+
+def test_parametrized_weights_are_used_like_torch():
+    """Weights computed by a parametrization (weight norm, a scale) reach the kernels; the
+    per-call parameter lookup must go through getattr, not a cached tensor."""
+    import torch.nn.utils.parametrize as P
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    ours, theirs = _pair("lstm", torch.float64, input_size=3, hidden_size=4, num_layers=2)
+    for m in (ours, theirs):
+        P.register_parametrization(m, "weight_hh_l1", Double())
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    assert max_abs_diff(flat_tensors(ours(x)), flat_tensors(theirs(x))) <= 1e-10
+    with torch.no_grad():
+        ours.parametrizations.weight_hh_l1.original.mul_(0.5)
+        theirs.parametrizations.weight_hh_l1.original.mul_(0.5)
+    assert max_abs_diff(flat_tensors(ours(x)), flat_tensors(theirs(x))) <= 1e-10

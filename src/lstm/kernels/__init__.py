@@ -54,6 +54,7 @@ def register_backend(name: str, loader: Callable[[], Backend | None]) -> None:
     asked for). A loader returns ``None`` when the backend cannot run on this machine."""
     _REGISTRY[name] = loader
     _LOADED.pop(name, None)
+    _RESOLVED.clear()
 
 
 def _load(name: str) -> Backend | None:
@@ -67,9 +68,21 @@ def available_backends() -> list[str]:
     return list(_REGISTRY)
 
 
+# (name, device, dtype, id(_LOADED)) -> Backend: layers ask on every call, so the answer is kept.
+_RESOLVED: dict[tuple, Backend] = {}
+
+
 def get_backend(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
     """The backend called ``name`` or, for ``"auto"``, the fastest one that supports
     ``device`` and ``dtype``."""
+    key = (name, device, dtype, id(_LOADED))
+    found = _RESOLVED.get(key)
+    if found is None:
+        found = _RESOLVED[key] = _resolve(name, device, dtype)
+    return found
+
+
+def _resolve(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
     if name == "auto":
         candidates = [b for b in map(_load, _REGISTRY) if b is not None and b.auto_priority >= 0]
         candidates = [b for b in candidates if b.supports(device, dtype)]
