@@ -20,6 +20,7 @@ Sampling (:func:`generate`) takes a temperature, top-k and top-p; :func:`next_to
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "filter_logits",
     "generate",
     "lm_loss",
+    "load_language_model",
     "next_tokens",
     "next_words",
     "transformer_matching",
@@ -262,7 +264,7 @@ def evaluate_stream(
                 break
     model.train(was_training)
     loss = total / count
-    per_char = count / chars if chars else 1.0
+    per_char = len(ids) / chars if chars else 1.0  # tokens per character of this text
     return {
         "loss": loss,
         "perplexity": math.exp(min(loss, 700.0)),
@@ -452,3 +454,48 @@ def _select_state(state: Any, index: Tensor) -> Any:
     if torch.is_tensor(state):
         return state.index_select(1, index.to(state.device))
     return type(state)(_select_state(s, index) for s in state)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading from a checkpoint
+# --------------------------------------------------------------------------------------------
+
+
+def load_language_model(
+    path: str | os.PathLike, backend: str | None = None, device: str = "cpu"
+) -> tuple[nn.Module, Vocab, dict]:
+    """The model, vocabulary and ``config.json`` of a checkpoint written by ``lstm train lm``
+    (a checkpoint directory or a run directory; see :func:`lstm.checkpoint.find_checkpoint`).
+    ``backend`` overrides the stored one (``None``: the stored one if it runs here, else
+    ``"auto"``). Only safetensors and JSON are read: nothing is unpickled."""
+    from lstm.checkpoint import CheckpointError, find_checkpoint, load_json, load_tensors
+    from lstm.data.text import vocab_from_json
+
+    where = find_checkpoint(path)
+    meta = load_json(where / "config.json")
+    if "model" not in meta or "vocab" not in meta:
+        raise CheckpointError(f"{str(path)!r} is not a language-model checkpoint")
+    config = LMConfig.from_json(meta["model"])
+    if backend is None:
+        backend = config.backend if _backend_runs(config.backend) else "auto"
+    config.backend = backend
+    config.__post_init__()
+    vocab = vocab_from_json(meta["vocab"])
+    model = build_language_model(config)
+    weights, _ = load_tensors(where / "model.safetensors")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"the weights in {str(where)!r} do not fit its config: {e}") from None
+    meta["checkpoint"] = str(where)
+    return model.to(device).eval(), vocab, meta
+
+
+def _backend_runs(name: str) -> bool:
+    if name in ("torch", "auto"):
+        return True
+    try:
+        lstm.kernels.get_backend(name, torch.device("cpu"), torch.float32)
+        return True
+    except (RuntimeError, ValueError):
+        return False
