@@ -530,7 +530,7 @@ def fit(
             loss, state, count = loss_fn(model, batch, state_in)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"the loss became {float(loss)} at step {progress.step}: lower lr "
+                    f"the loss became {float(loss.detach())} at step {progress.step}: lower lr "
                     f"(now {lr:g}) or clip_norm (now {config.clip_norm})"
                 )
             optimizer.zero_grad(set_to_none=True)
