@@ -280,7 +280,8 @@ def evaluate_stream(
 
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
     """``logits (..., V)`` with everything outside the ``top_k`` most likely tokens, and outside the
-    smallest set whose probability reaches ``top_p`` (nucleus), set to ``-inf``."""
+    smallest set whose probability reaches ``top_p`` (nucleus), set to ``-inf``. Tokens tied
+    with the ``k``-th most likely one are kept too."""
     if top_k is not None:
         if top_k < 1:
             raise ValueError(f"top_k should be at least 1, got {top_k}")
