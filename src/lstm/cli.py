@@ -246,7 +246,8 @@ def _run_train_lm(args: argparse.Namespace) -> int:
     )
     print(
         f"[lm] held-out bits per {per}, state carried through {summary['eval_rows']} streams: "
-        f"test {summary['test_bpc']:.3f}  (validation {summary['val_bpc']:.3f}; "
+        f"test {summary['test_bpc']:.3f}  (validation, first {summary['val_chars']:,} "
+        f"characters: {summary['val_bpc']:.3f}; "
         f"test perplexity {summary['test_perplexity']:.2f} per token)"
     )
     for k, text in enumerate(summary["samples"]):

@@ -88,9 +88,10 @@ def train_language_model(
     """Trains a language model and reports on it; returns (and writes to ``out/results.json``)
     the numbers: test/validation bits per character, parameters, steps, time and samples.
 
-    ``model_config`` holds :class:`LMConfig` fields except ``vocab_size``. Validation during
-    training reads the first ``eval_chars`` characters of the validation part (all of it at the
-    end); the test part is read once, at the end, with the state carried through it.
+    ``model_config`` holds :class:`LMConfig` fields except ``vocab_size``. Validation reads the
+    first ``eval_chars`` characters of the validation part (``0``: all of it), during training
+    and at its end; the test part is read whole, once, at the end, with the state carried
+    through it (in up to 16 contiguous streams).
     """
     rank, world = init_distributed()
     out = Path(out_dir)
@@ -111,11 +112,10 @@ def train_language_model(
     model = build_language_model(config)
     n_params = count_parameters(model)
 
-    encoded = {name: vocab.encode_counted(getattr(data, name)) for name in ("train", "val", "test")}
+    encoded = {name: vocab.encode_counted(getattr(data, name)) for name in ("train", "test")}
     train_ids = encoded["train"].ids
-    val_ids = encoded["val"].ids
     test_ids = encoded["test"].ids
-    val_head = vocab.encode(data.val[:eval_chars]) if eval_chars else val_ids
+    val_head = vocab.encode(data.val[:eval_chars] if eval_chars else data.val)
     val_head_chars = min(eval_chars, len(data.val)) if eval_chars else len(data.val)
     eval_rows = lambda ids: max(1, min(16, (len(ids) - 1) // 64))  # noqa: E731
     batches = StreamBatches(train_ids, batch_size, seq_len, shard=(rank, world))
@@ -162,7 +162,9 @@ def train_language_model(
 
     t0 = time.perf_counter()
     dev = train_config.device
-    val = evaluate_stream(model, val_ids, eval_rows(val_ids), 256, len(data.val), dev)
+    # Validation: the last evaluation of training (its first eval_chars characters); the test
+    # part is read whole, once, here.
+    val = result.val if result.val is not None else eval_fn(model)
     test = evaluate_stream(model, test_ids, eval_rows(test_ids), 256, len(data.test), dev)
     eval_seconds = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(train_config.seed)
@@ -182,6 +184,7 @@ def train_language_model(
         if result.train_loss is None
         else result.train_loss * len(train_ids) / len(data.train) / math.log(2),
         "val_bpc": val["bpc"],
+        "val_chars": val_head_chars,
         "test_bpc": test["bpc"],
         "test_loss_nats_per_token": test["loss"],
         "test_perplexity": test["perplexity"],
