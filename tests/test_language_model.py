@@ -110,19 +110,19 @@ def _share_of_a_after_letters(text: str) -> float:
 def test_sampling_frequencies_follow_top_k_top_p_and_temperature():
     model = MarkovModel()
     sample = lambda **kw: generate(  # noqa: E731
-        model, model.vocab, "ab", 3000, generator=torch.Generator().manual_seed(0), **kw
+        model, model.vocab, "ab", 2000, generator=torch.Generator().manual_seed(0), **kw
     )
     # After a letter: 'a' .5, ' ' .25, 'b' .15, '.' .1. Top-2 keeps 'a' and ' ': 'a' gets 2/3.
     text = sample(top_k=2)
     assert "." not in text
-    assert _share_of_a_after_letters(text) == pytest.approx(0.5 / 0.75, abs=0.035)
+    assert _share_of_a_after_letters(text) == pytest.approx(0.5 / 0.75, abs=0.04)
     text = sample(top_p=0.7)  # the same two tokens reach 0.7
     assert "." not in text
-    assert _share_of_a_after_letters(text) == pytest.approx(0.5 / 0.75, abs=0.035)
+    assert _share_of_a_after_letters(text) == pytest.approx(0.5 / 0.75, abs=0.04)
     # Temperature 0.5 squares the probabilities: 'a' gets .25 / (.25 + .0625 + .0225 + .01).
     text = sample(temperature=0.5)
-    assert _share_of_a_after_letters(text) == pytest.approx(0.25 / 0.345, abs=0.035)
-    assert _share_of_a_after_letters(sample()) == pytest.approx(0.5, abs=0.035)
+    assert _share_of_a_after_letters(text) == pytest.approx(0.25 / 0.345, abs=0.04)
+    assert _share_of_a_after_letters(sample()) == pytest.approx(0.5, abs=0.04)
     assert generate(model, model.vocab, "a", 5, temperature=0) == "aaaaa"  # greedy
 
 

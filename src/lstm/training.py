@@ -58,6 +58,7 @@ __all__ = [
     "lr_factor",
     "plot_curves",
     "read_metrics",
+    "to_device",
 ]
 
 LossFn = Callable[[nn.Module, Any, Any], tuple[Tensor, Any, int]]
@@ -161,6 +162,17 @@ def detach_state(state: Any) -> Any:
     raise TypeError(
         f"a carried state should hold tensors, tuples, lists or dicts, got {type(state)}"
     )
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """``batch`` with every tensor in it (in tuples, lists, dicts) moved to ``device``."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
 
 
 def lr_factor(config: TrainConfig, step: int, fraction: float) -> float:
@@ -428,6 +440,8 @@ def fit(
     """
     rank, world = _world()
     device = torch.device(config.device)
+    if device.type == "cuda" and device.index is None:  # under torchrun: this process's GPU
+        device = torch.device("cuda", torch.cuda.current_device())
     module = model.to(device)
     module.train()
     if world > 1:
@@ -527,7 +541,7 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             state_in = detach_state(state) if config.carry_state else None
-            loss, state, count = loss_fn(model, batch, state_in)
+            loss, state, count = loss_fn(model, to_device(batch, device), state_in)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"the loss became {float(loss.detach())} at step {progress.step}: lower lr "
