@@ -14,8 +14,12 @@ from torch import nn
 from lstm import checkpoint as ckpt
 
 
-def _write(root, name, value, keep=2, best=False):
-    tensors = {"a": torch.full((64, 64), float(value)), "b": torch.arange(1000) * value}
+def _tensors(value):
+    return {"a": torch.full((64, 64), float(value)), "b": torch.arange(1000) * value}
+
+
+def _write(root, name, value, keep=2, best=False, tensors=None):
+    tensors = tensors if tensors is not None else _tensors(value)
     return ckpt.write_checkpoint(
         root,
         name,
@@ -42,6 +46,7 @@ def _read(root):
 def _killed_child(root, kill_at):
     """Forks a process that writes checkpoint 2 and SIGKILLs itself at its ``kill_at``-th file
     system step (each fsync, rename, replace, and in the middle of writing a tensor file)."""
+    tensors = _tensors(2)  # made here: the forked child does no tensor arithmetic
     pid = os.fork()
     if pid == 0:  # the child
         calls = [0]
@@ -73,7 +78,7 @@ def _killed_child(root, kill_at):
         os.replace = wrap(os.replace)
         ckpt.save_file = half_written_save
         try:
-            _write(root, "step-2", 2)
+            _write(root, "step-2", 2, tensors=tensors)
         finally:
             os._exit(0 if calls[0] < kill_at else 3)
     _, status = os.waitpid(pid, 0)
