@@ -175,3 +175,27 @@ def test_the_console_script_exits_2_without_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("level", [["--level", "word", "--min-count", "1"],
+                                   ["--level", "bpe", "--vocab-size", "300"]])  # fmt: skip
+def test_word_and_bpe_language_models(tmp_path, capsys, level):
+    text = tmp_path / "poem.txt"
+    text.write_text(VERSE * 20, encoding="utf-8")
+    out = tmp_path / "run"
+    argv = ["train", "lm", "--text", str(text), "--steps", "30", "--hidden", "32", "--embed",
+            "16", "--batch", "4", "--seq-len", "16", "--lr", "1e-2", "--samples", "1",
+            "--sample-length", "10", "--no-progress", "--out", str(out), *level]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    # Fewer tokens than characters: the bits of each token spread over its characters.
+    assert results["test_tokens"] < 0.6 * len(VERSE * 20) * 0.05
+    assert 0 < results["test_bpc"] < 4.0
+    capsys.readouterr()
+    assert main(["next-word", str(out), "--prompt", "rapping at my chamber", "--top", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    words = [line.split()[0].strip("'") for line in lines]
+    probs = [float(line.split()[1]) for line in lines]
+    assert len(words) == 3 and all(words) and 0 < sum(probs) <= 1
+    if level[1] == "word":
+        assert "door" in words  # learned from 20 repetitions of the verse

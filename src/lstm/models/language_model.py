@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import lstm
-from lstm.data.text import CharVocab, Vocab, WordVocab
+from lstm.data.text import Vocab, WordVocab
 
 __all__ = [
     "LMConfig",
@@ -387,65 +387,71 @@ def _is_word_char(c: str) -> bool:
 
 @torch.no_grad()
 def next_words(
-    model: nn.Module, vocab: Vocab, prompt: str, k: int = 10, beam: int = 64, max_chars: int = 24
+    model: nn.Module,
+    vocab: Vocab,
+    prompt: str,
+    k: int = 10,
+    beam: int = 64,
+    max_tokens: int = 24,
+    branch: int = 100,
 ) -> list[tuple[str, float]]:
     """The ``k`` most likely next *words* after ``prompt``, with their probabilities.
 
-    For a word vocabulary these are the next tokens. For a character model, a beam search spells
-    words out: the probability of a word is that of its characters (after any spaces) times the
-    probability of the character that ends it, so ``P("mat")`` is ``P(" mat" + a non-letter)``.
-    A punctuation mark that comes first is a word of its own. ``beam`` hypotheses are kept.
+    For a word vocabulary these are the next tokens. For characters or BPE pieces, a beam search
+    spells words out: the probability of a word is that of the tokens that write it (after any
+    spaces) up to and including the one that ends it, so for a character model ``P("mat")`` is
+    ``P(" mat" + a non-letter)``. A punctuation mark that comes first is a word of its own. The
+    ``beam`` most likely open hypotheses are kept, each extended by its ``branch`` most likely
+    tokens (all of a character vocabulary's): exact for a small vocabulary and a wide beam.
     """
-    if not isinstance(vocab, CharVocab):
-        table = next_tokens(model, vocab, prompt, k)
-        if isinstance(vocab, WordVocab):
-            return table
-        return [(t.strip() or t, p) for t, p in table]
+    if isinstance(vocab, WordVocab):
+        return next_tokens(model, vocab, prompt, k)
     was_training = model.training
     model.eval()
-    logits, state = _prime(model, _encode_prompt(vocab, prompt))
-    recurrent = getattr(model, "is_recurrent", True)
     history = _encode_prompt(vocab, prompt).tolist()
-    # Each hypothesis: (text so far, log-probability, index into the batched state).
-    hyps: list[tuple[str, float]] = [("", 0.0)]
+    logits, state = _prime(model, torch.tensor(history))
+    recurrent = getattr(model, "is_recurrent", True)
+    pieces = [vocab.decode([t]) for t in range(len(vocab))]
+    # Open hypotheses: (text so far, log-probability, tokens so far); row h of logp and state.
+    hyps: list[tuple[str, float, list[int]]] = [("", 0.0, [])]
     logp = logits.float().log_softmax(-1).unsqueeze(0)  # (1, V)
     finished: dict[str, float] = {}
-    for _ in range(max_chars):
-        candidates = []  # (text, logp, parent, token)
-        for h, (text, lp) in enumerate(hyps):
-            word = text.lstrip(" \n")
-            for token in range(len(vocab)):
-                c = vocab.tokens[token]
-                total = lp + float(logp[h, token])
-                if word and not _is_word_char(c):  # the word ended
-                    finished[word] = finished.get(word, 0.0) + math.exp(total)
-                elif not word and not _is_word_char(c) and c not in " \n":
-                    finished[c] = finished.get(c, 0.0) + math.exp(total)  # punctuation mark
+    for _ in range(max_tokens):
+        candidates = []  # (text, log-probability, tokens, parent row)
+        top = torch.topk(logp, min(branch, logp.shape[-1]), dim=-1)
+        for h, (text, lp, tokens) in enumerate(hyps):
+            for value, token in zip(top.values[h].tolist(), top.indices[h].tolist()):
+                if value == float("-inf"):
+                    continue
+                total = lp + value
+                new = (text + pieces[token]).lstrip(" \n")
+                run = next((i for i, c in enumerate(new) if not _is_word_char(c)), len(new))
+                if new and run == 0:  # a punctuation mark first: a word of its own
+                    finished[new[0]] = finished.get(new[0], 0.0) + math.exp(total)
+                elif new and run < len(new):  # the word ended within this token
+                    finished[new[:run]] = finished.get(new[:run], 0.0) + math.exp(total)
                 else:
-                    candidates.append((text + c, total, h, token))
+                    candidates.append((text + pieces[token], total, [*tokens, token], h))
         if not candidates:
             break
         candidates.sort(key=lambda item: -item[1])
         candidates = candidates[:beam]
         # Stop when no open hypothesis can beat the k-th finished word.
-        best_open = math.exp(candidates[0][1])
         ranked = sorted(finished.values(), reverse=True)
-        if len(ranked) >= k and best_open < ranked[k - 1]:
+        if len(ranked) >= k and math.exp(candidates[0][1]) < ranked[k - 1]:
             break
-        parents = torch.tensor([c[2] for c in candidates])
-        tokens = torch.tensor([[c[3]] for c in candidates], device=_device(model))
+        device = _device(model)
         if recurrent:
-            state = _select_state(state, parents)
-            step_logits, state = model(tokens, state)
+            state = _select_state(state, torch.tensor([c[3] for c in candidates]))
+            step = torch.tensor([[c[2][-1]] for c in candidates], device=device)  # (beam, 1)
+            step_logits, state = model(step, state)
         else:
-            texts = [history + vocab.encode(c[0]).tolist() for c in candidates]
-            window = torch.tensor(texts, device=_device(model))[:, -model.config.context :]
-            step_logits, _ = model(window)
+            rows = torch.tensor([history + c[2] for c in candidates], device=device)
+            step_logits, _ = model(rows[:, -model.config.context :])
         logp = step_logits[:, -1].float().log_softmax(-1)  # (beam, V)
-        hyps = [(c[0], c[1]) for c in candidates]
+        hyps = [(c[0], c[1], c[2]) for c in candidates]
     model.train(was_training)
-    top = sorted(finished.items(), key=lambda kv: -kv[1])[:k]
-    return [(w, p) for w, p in top]
+    return sorted(finished.items(), key=lambda kv: -kv[1])[:k]
 
 
 def _select_state(state: Any, index: Tensor) -> Any:
