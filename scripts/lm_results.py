@@ -74,12 +74,12 @@ def main() -> int:
     p.add_argument("--layers", type=int, default=1, help="recurrent layers")
     p.add_argument("--transformer-layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, recurrent cells")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--lr", type=float, default=6e-3, help="peak learning rate, recurrent cells")
     p.add_argument("--lr-transformer", type=float, default=1e-3)
     p.add_argument("--backend", default="auto", help="kernel backend of the recurrent cells")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--text", default=None, help="another text than Shakespeare (a quick check)")
     p.add_argument("--out", default="runs/lm_cells")
     p.add_argument("--doc", default="docs/results.md")
@@ -126,7 +126,8 @@ def main() -> int:
                "--embed", str(args.embed), "--batch", str(args.batch),
                "--seq-len", str(args.seq_len), "--lr", str(plan["lr"]), "--schedule", "cosine",
                "--warmup", str(plan.get("warmup", 20)), "--clip", "1.0",
-               "--minutes", str(args.minutes), "--eval-every", "100", "--samples", "1",
+               "--minutes", str(args.minutes), "--eval-every", "300", "--eval-chars", "30000",
+               "--samples", "1",
                "--out", str(run_dir)]  # fmt: skip
         if cell == "transformer":
             cmd += ["--heads", str(args.heads), "--context", str(args.seq_len)]

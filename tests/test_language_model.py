@@ -98,6 +98,9 @@ def test_next_words_are_exact_on_a_known_model():
     assert list(words) == sorted(expected, key=lambda w: -expected[w])
     for w, p in expected.items():
         assert words[w] == pytest.approx(p, rel=1e-6)
+    # After a prompt that ends inside a word, the next word starts after a space (or is a mark).
+    words = dict(next_words(model, model.vocab, "ab", k=3, beam=256))
+    assert words == pytest.approx({".": 0.1, "a": 0.25 * 0.6 * end, "b": 0.25 * 0.4 * end})
     table = dict(next_tokens(model, model.vocab, "ab", k=2))
     assert table == pytest.approx({"a": 0.5, " ": 0.25})
 

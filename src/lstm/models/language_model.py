@@ -382,7 +382,7 @@ def next_tokens(
 
 
 def _is_word_char(c: str) -> bool:
-    return c.isalnum() or c in "'-"
+    return c != "" and (c.isalnum() or c in "'-")
 
 
 @torch.no_grad()
@@ -400,7 +400,8 @@ def next_words(
     For a word vocabulary these are the next tokens. For characters or BPE pieces, a beam search
     spells words out: the probability of a word is that of the tokens that write it (after any
     spaces) up to and including the one that ends it, so for a character model ``P("mat")`` is
-    ``P(" mat" + a non-letter)``. A punctuation mark that comes first is a word of its own. The
+    ``P(" mat" + a non-letter)``. A punctuation mark that comes first is a word of its own. When
+    the prompt ends inside a word ("... on the"), the next word is a new one (" mat", not "m"). The
     ``beam`` most likely open hypotheses are kept, each extended by its ``branch`` most likely
     tokens (all of a character vocabulary's): exact for a small vocabulary and a wide beam.
     """
@@ -412,6 +413,7 @@ def next_words(
     logits, state = _prime(model, torch.tensor(history))
     recurrent = getattr(model, "is_recurrent", True)
     pieces = [vocab.decode([t]) for t in range(len(vocab))]
+    mid_word = _is_word_char(prompt[-1:])
     # Open hypotheses: (text so far, log-probability, tokens so far); row h of logp and state.
     hyps: list[tuple[str, float, list[int]]] = [("", 0.0, [])]
     logp = logits.float().log_softmax(-1).unsqueeze(0)  # (1, V)
@@ -423,6 +425,8 @@ def next_words(
             for value, token in zip(top.values[h].tolist(), top.indices[h].tolist()):
                 if value == float("-inf"):
                     continue
+                if not text and mid_word and _is_word_char(pieces[token][:1]):
+                    continue  # that would go on with the prompt's last word, not start one
                 total = lp + value
                 new = (text + pieces[token]).lstrip(" \n")
                 run = next((i for i, c in enumerate(new) if not _is_word_char(c)), len(new))
