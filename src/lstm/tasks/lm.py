@@ -63,6 +63,22 @@ def load_lm_data(text_file: str | os.PathLike | None = None) -> LMData:
     return LMData(source, train, val, test)
 
 
+def _resolve_backend(model: torch.nn.Module, sample: str, vocab) -> str:
+    """Which kernel backend the model's recurrent layers run (``"auto"`` resolved), after one
+    small forward pass: a compiled backend is built on first use, before the timed training."""
+    config = model.config
+    if config.cell == "transformer":
+        return "torch.nn (Transformer)"
+    with torch.no_grad():
+        model(vocab.encode(sample).view(1, -1))
+    if config.backend == "torch":
+        return "torch (torch.nn)"
+    from lstm.kernels import get_backend
+
+    name = get_backend(config.backend, torch.device("cpu"), torch.float32).name
+    return name if config.backend != "auto" else f"auto -> {name}"
+
+
 def _plot_bits(history: list[dict], out: Path) -> None:
     plot_curves(history, out / "curves.png", scale=1 / math.log(2), ylabel="bits per token")
 
@@ -111,6 +127,7 @@ def train_language_model(
     torch.manual_seed(train_config.seed)  # the initial weights
     model = build_language_model(config)
     n_params = count_parameters(model)
+    backend = _resolve_backend(model, data.train[:2], vocab)  # builds a compiled one now, untimed
 
     encoded = {name: vocab.encode_counted(getattr(data, name)) for name in ("train", "test")}
     train_ids = encoded["train"].ids
@@ -124,7 +141,7 @@ def train_language_model(
             f"[lm] data: {data.source} ({len(data.train):,} / {len(data.val):,} / "
             f"{len(data.test):,} characters train/val/test); vocabulary: {level}, {len(vocab):,} "
             f"tokens; model: {config.cell} {config.num_layers}x{config.hidden_size} "
-            f"(embedding {config.embed_size}, backend {config.backend}), {n_params:,} parameters; "
+            f"(embedding {config.embed_size}, backend {backend}), {n_params:,} parameters; "
             f"{len(batches):,} batches of {batch_size}x{seq_len} per epoch"
             + (f"; {world} processes" if world > 1 else "")
         )
