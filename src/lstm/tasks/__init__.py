@@ -1,0 +1,1 @@
+"""Tasks end to end (data, model, training, report); the CLI is a thin shell over these."""
