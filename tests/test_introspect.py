@@ -83,3 +83,26 @@ def test_state_gradients_rejects_stacked_or_bidirectional_layers():
         state_gradients(lstm.LSTM(2, 3, num_layers=2), torch.zeros(3, 1, 2), torch.zeros(3, 1, 3))
     with pytest.raises(ValueError, match="method should be 'bptt' or 'autograd'"):
         state_gradients(lstm.LSTM(2, 3), torch.zeros(3, 1, 2), torch.zeros(3, 1, 3), method="x")
+
+
+def test_gradient_flow_counts_a_loss_on_the_final_states():
+    """A model that reads h_n and C_n (not the output sequence): both methods agree, and the
+    gradient at the last state is what the loss sends to h_n."""
+    torch.manual_seed(3)
+
+    class LastState(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = lstm.LSTM(2, 4, batch_first=True, dtype=F64)
+
+        def forward(self, x):
+            _, (h_n, c_n) = self.rnn(x)
+            return (h_n[-1] * torch.arange(1.0, 5.0, dtype=F64)).sum() + c_n.pow(2).sum()
+
+    net = LastState()
+    x = torch.randn(3, 8, 2, dtype=F64)
+    a = gradient_flow(net, net.rnn, x, lambda loss: loss, method="bptt")
+    b = gradient_flow(net, net.rnn, x, lambda loss: loss, method="autograd")
+    assert (a.hidden - b.hidden).abs().max() < 1e-12 and (a.cell - b.cell).abs().max() < 1e-12
+    assert torch.allclose(a.hidden[-1], torch.arange(1.0, 5.0, dtype=F64).expand(3, 4))
+    assert a.hidden[0].abs().sum() > 0 and a.cell[0].abs().sum() > 0  # reaches back to t = 0

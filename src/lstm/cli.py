@@ -386,6 +386,24 @@ COMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
 }
 
 
+def _lazy(module: str, add: str, run: str) -> tuple[AddArguments, Run]:
+    """Argument adders and runners that live in a task module, imported when first used."""
+    import importlib
+
+    return (lambda p: getattr(importlib.import_module(module), add)(p),
+            lambda a: getattr(importlib.import_module(module), run)(a))  # fmt: skip
+
+
+COMMANDS["lab"] = (
+    "long-time-lag experiments (adding, temporal order, Reber, copy, pixels) judged as the papers do",
+    *_lazy("lstm.tasks.lab", "add_lab_arguments", "run_lab_command"),
+)
+COMMANDS["viz"] = (
+    "see inside: gradient flow over lags, gate and cell activations of a language model",
+    *_lazy("lstm.tasks.inside", "add_viz_arguments", "run_viz"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser: ``train <task>`` and every registered command."""
     parser = _Parser(prog="lstm", description="LSTM networks from their equations.")

@@ -62,6 +62,7 @@ def state_gradients(
     grad_output: Tensor,
     hx: Tensor | tuple[Tensor, Tensor] | None = None,
     method: str = "bptt",
+    grad_cell_last: Tensor | None = None,
 ) -> StateGradients:
     """Total gradients at every state of ``layer`` (an ``lstm``/``torch.nn`` LSTM, GRU or RNN with
     one layer and one direction) for input ``x`` and ``grad_output`` = :math:`\\partial L/\\partial
@@ -73,6 +74,8 @@ def state_gradients(
         grad_output: ``(T, B, P)`` (or batch-first), e.g. from ``torch.autograd.grad(loss, y)``.
         hx: initial state as the layer takes it (``(1, B, ·)``), or ``None`` for zeros.
         method: ``"bptt"`` (the hand-written backward) or ``"autograd"`` (probes).
+        grad_cell_last: :math:`\\partial L/\\partial C_T` ``(B, H)`` when the loss also reads
+            the final cell state (LSTM), else ``None``.
     """
     if method not in ("bptt", "autograd"):
         raise ValueError(f"method should be 'bptt' or 'autograd', got {method!r}")
@@ -80,7 +83,7 @@ def state_gradients(
     if layer.batch_first:
         x, grad_output = x.transpose(0, 1), grad_output.transpose(0, 1)
     x, grad_output = x.detach(), grad_output.detach()
-    B = x.shape[1]
+    T, B = x.shape[:2]
     P = layer.proj_size or layer.hidden_size
     mode = layer.mode
     zeros = lambda n: torch.zeros(B, n, dtype=x.dtype, device=x.device)  # noqa: E731
@@ -94,15 +97,19 @@ def state_gradients(
     with torch.no_grad():
         ws = {k: (v.detach() if v is not None else None) for k, v in w.items()}
         summed = None if summed is None else summed.detach()
+        grad_c_all = None
+        if grad_cell_last is not None:
+            grad_c_all = torch.zeros(T, B, layer.hidden_size, dtype=x.dtype, device=x.device)
+            grad_c_all[-1] = grad_cell_last.detach()
         if method == "autograd":
-            return _by_probes(mode, x, h0, c0, ws, summed, grad_output, layer)
+            return _by_probes(mode, x, h0, c0, ws, summed, grad_output, grad_c_all)
         trace: list = []
         if mode == "LSTM":
             h_all, c_all, gates = reference.lstm_loop(
                 x, h0, c0, ws["w_ih"], ws["w_hh"], summed, ws["w_hr"], None
             )
             saved = (x, h0, c0, ws["w_ih"], ws["w_hh"], ws["w_hr"], None, h_all, c_all, gates)
-            bptt.lstm_backward(saved, (grad_output, None, None), [False] * 8, trace)
+            bptt.lstm_backward(saved, (grad_output, grad_c_all, None), [False] * 8, trace)
         elif mode == "GRU":
             h_all, gates = reference.gru_loop(
                 x, h0, ws["w_ih"], ws["w_hh"], ws["b_ih"], ws["b_hh"], None
@@ -120,7 +127,7 @@ def state_gradients(
     return StateGradients(hidden, cell)
 
 
-def _by_probes(mode, x, h0, c0, w, summed, grad_output, layer) -> StateGradients:
+def _by_probes(mode, x, h0, c0, w, summed, grad_output, grad_c_all) -> StateGradients:
     """Autograd's view: add a zero probe to every state; dL/dprobe_t = dL/dstate_t."""
     T = x.shape[0]
     with torch.enable_grad():
@@ -128,13 +135,14 @@ def _by_probes(mode, x, h0, c0, w, summed, grad_output, layer) -> StateGradients
         probe_c = (
             torch.zeros(T, *c0.shape, dtype=x.dtype, requires_grad=True) if c0 is not None else None
         )
-        h, c, outs = h0, c0, []
+        h, c, outs, cs = h0, c0, [], []
         for t in range(T):
             if mode == "LSTM":
                 preact = x[t] @ w["w_ih"].T + h @ w["w_hh"].T
                 preact = preact if summed is None else preact + summed
                 _, c, gates = cells.lstm_pointwise(preact, c)
                 c = c + probe_c[t]  # probed before h_t = o_t ⊙ tanh(C_t) reads it
+                cs.append(c)
                 h = gates.chunk(4, dim=-1)[3] * torch.tanh(c)
                 h = h @ w["w_hr"].T if w["w_hr"] is not None else h
             elif mode == "GRU":
@@ -145,8 +153,11 @@ def _by_probes(mode, x, h0, c0, w, summed, grad_output, layer) -> StateGradients
             h = h + probe_h[t]
             outs.append(h)
         y = torch.stack(outs)
+        objective = (y * grad_output).sum()
+        if grad_c_all is not None:
+            objective = objective + (torch.stack(cs) * grad_c_all).sum()
         probes = [probe_h] + ([probe_c] if probe_c is not None else [])
-        grads = torch.autograd.grad((y * grad_output).sum(), probes, allow_unused=True)
+        grads = torch.autograd.grad(objective, probes, allow_unused=True)
     cell = grads[1] if probe_c is not None else None
     return StateGradients(grads[0], cell)
 
@@ -168,7 +179,7 @@ def gradient_flow(
 
     def hook(module, args, output):
         seen["x"], seen["hx"] = args[0], (args[1] if len(args) > 1 else None)
-        seen["y"] = output[0]
+        seen["y"], seen["final"] = output[0], output[1]
 
     handle = layer.register_forward_hook(hook)
     try:
@@ -177,5 +188,13 @@ def gradient_flow(
         handle.remove()
     if "y" not in seen or not torch.is_tensor(seen["x"]):
         raise ValueError("the layer was not called with a plain tensor during model(inputs)")
-    (grad_y,) = torch.autograd.grad(loss, seen["y"])
-    return state_gradients(layer, seen["x"], grad_y, seen["hx"], method)
+    # The loss may read the output sequence, the final state h_T (= the last output here), or the
+    # final cell state C_T: gather all three.
+    final = seen["final"] if isinstance(seen["final"], tuple) else (seen["final"],)
+    grads = torch.autograd.grad(loss, [seen["y"], *final], allow_unused=True)
+    grad_y = torch.zeros_like(seen["y"]) if grads[0] is None else grads[0].clone()
+    last = (slice(None), -1) if layer.batch_first else (-1,)
+    if grads[1] is not None:
+        grad_y[last] += grads[1][0]
+    grad_c = grads[2][0] if len(grads) > 2 and grads[2] is not None else None
+    return state_gradients(layer, seen["x"], grad_y, seen["hx"], method, grad_c)

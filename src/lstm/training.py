@@ -137,7 +137,7 @@ class FitResult:
     train_loss: float | None  # mean over the last logging interval
     val: dict[str, float] | None  # the last evaluation
     best_val_loss: float | None
-    stopped: str  # "steps" | "epochs" | "time" | "early stopping"
+    stopped: str  # "steps" | "epochs" | "time" | "early stopping" | "target reached"
     checkpoint: Path | None
     metrics: Path | None
     history: list[dict] = field(default_factory=list)  # the metrics lines of this process
@@ -420,6 +420,7 @@ def fit(
     resume: bool = False,
     extra: Mapping[str, Any] | None = None,
     plot: Callable[[list[dict], Path], Any] | None = None,
+    stop_when: Callable[[Mapping[str, float]], bool] | None = None,
 ) -> FitResult:
     """Trains ``model`` on ``train_data`` (see the module docstring).
 
@@ -437,6 +438,8 @@ def fit(
         extra: JSON-able entries stored in every checkpoint's ``config.json`` (model config,
             vocabulary, task) so the checkpoint is usable on its own.
         plot: ``(metrics, out_dir) -> None`` to draw the curves; by default :func:`plot_curves`.
+        stop_when: ``eval result -> bool``, checked after every evaluation: training stops with
+            ``stopped="target reached"`` once it returns True (a task's own success criterion).
     """
     rank, world = _world()
     device = torch.device(config.device)
@@ -507,7 +510,7 @@ def fit(
         """Rank 0 decides (its clock, its evaluation); everyone follows, in step."""
         if world == 1:
             return stop
-        reasons = [None, "steps", "epochs", "time", "early stopping"]
+        reasons = [None, "steps", "epochs", "time", "early stopping", "target reached"]
         flag = torch.tensor([reasons.index(stop), progress.train_seconds], dtype=torch.float64)
         flag = flag.to(device)
         dist.broadcast(flag, 0)
@@ -591,6 +594,8 @@ def fit(
                     improved = _track_best(progress, last_val["loss"])
                     if config.patience and progress.evals_since_best >= config.patience:
                         stop = "early stopping"
+                    if stop_when is not None and stop_when(last_val):
+                        stop = "target reached"
             stop = sync_stop(stop)
             if (
                 config.checkpoint_every
@@ -617,7 +622,10 @@ def fit(
     if window_items:  # the last partial logging window
         last_train_loss = window_loss / window_items
     improved = False  # matters on rank 0 only: it alone evaluates and writes checkpoints
-    if eval_fn is not None and stopped != "early stopping":  # (early stopping just evaluated)
+    if eval_fn is not None and stopped not in (
+        "early stopping",
+        "target reached",
+    ):  # (just evaluated)
         last_val = evaluate()
         if last_val is not None:
             improved = _track_best(progress, last_val["loss"])
