@@ -1,0 +1,616 @@
+"""Forecasting end to end: baselines, rolling-origin evaluation, training, reports, plots, CLI.
+
+The protocol (:func:`evaluate_methods`): forecasts of ``horizon`` steps from each test origin,
+scored against the truth by MAE, RMSE, sMAPE and MASE. MASE at an origin divides the MAE by the
+in-sample MAE of the seasonal naive forecast ``y[t-period]`` over everything before that origin;
+the table averages each metric over the origins. On the electricity demand data (horizon 48,
+28 daily origins at midnight over the last 28 days of 2014) this gives the numbers of
+docs/results.md.
+
+Baselines (all fitted on data before the first test origin only):
+
+- seasonal naive: the value one period earlier (repeated for horizons beyond a period);
+- ETS: statsmodels' Holt-Winters with additive seasonality of the period (no trend), parameters
+  estimated once, states filtered up to each origin;
+- linear regression (scikit-learn) on calendar features (one-hot position in the period, day of
+  week), the covariates, their squares and their products with the position, and the target at
+  the seasonal lags; log target when the series is positive. ``covariate_windows`` adds running
+  means of the covariates over those windows (a stronger variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lstm import checkpoint as ckpt
+from lstm import metrics
+from lstm.data.series import (
+    FILL_METHODS,
+    Scaler,
+    Series,
+    SeriesDataError,
+    WindowBatches,
+    WindowData,
+    load_csv,
+    load_dataset,
+)
+from lstm.models.forecaster import Forecaster, ForecasterConfig, forecast_loss, predict_windows
+
+__all__ = [
+    "add_subcommands",
+    "evaluate_methods",
+    "forecast_csv",
+    "linear_baseline",
+    "ets_baseline",
+    "plot_forecast",
+    "seasonal_naive",
+    "train_forecaster",
+]
+
+TASK = "forecast"
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines
+# --------------------------------------------------------------------------------------------
+
+
+def seasonal_naive(values: np.ndarray, origins: np.ndarray, horizon: int, period: int) -> np.ndarray:
+    """``(S, horizon)``: at step ``o+h`` the value of the last complete period before ``o``."""
+    h = np.arange(horizon)
+    back = period * (h // period + 1)  # one period back, two for h >= period, ...
+    return np.asarray(values)[np.asarray(origins)[:, None] + h - back]
+
+
+def ets_baseline(values: np.ndarray, origins: np.ndarray, horizon: int, period: int) -> np.ndarray:
+    """``(S, horizon)``: additive Holt-Winters (level + seasonality of ``period``, no trend) from
+    statsmodels, parameters estimated on the data before the first origin, then re-run with those
+    parameters up to each origin."""
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    y = np.asarray(values, float)
+    first = int(origins[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = ExponentialSmoothing(y[:first], seasonal="add", seasonal_periods=period,
+                                      initialization_method="estimated").fit()  # fmt: skip
+        p = fitted.params
+        out = []
+        for o in origins:
+            model = ExponentialSmoothing(
+                y[:o], seasonal="add", seasonal_periods=period, initialization_method="known",
+                initial_level=p["initial_level"], initial_seasonal=p["initial_seasons"],
+            )  # fmt: skip
+            res = model.fit(smoothing_level=p["smoothing_level"],
+                            smoothing_seasonal=p["smoothing_seasonal"], optimized=False)  # fmt: skip
+            out.append(res.forecast(horizon))
+    return np.asarray(out)
+
+
+def _linear_design(series: Series, t: np.ndarray, lags: Sequence[int], windows: Sequence[int]):
+    import pandas as pd
+
+    P = series.period
+    position = np.eye(P)[t % P] if P > 1 else np.ones((len(t), 1))  # (S, P)
+    cols = [position]
+    if series.index is not None and (series.index[1] - series.index[0]).total_seconds() < 86400:
+        cols.append(np.eye(7)[np.asarray(series.index[t].dayofweek)])
+    for k in range(series.covariates.shape[1]):
+        c = series.covariates[:, k]
+        cols += [np.stack([c[t], c[t] ** 2], 1), position * c[t][:, None]]
+        for w in windows:
+            m = pd.Series(c).rolling(w, min_periods=1).mean().to_numpy()
+            cols.append(np.stack([m[t], m[t] ** 2], 1))
+    y = series.values
+    log = bool((y > 0).all())
+    for lag in lags:
+        cols.append((np.log(y[t - lag]) if log else y[t - lag])[:, None])
+    return np.concatenate(cols, 1), log
+
+
+def linear_baseline(
+    series: Series,
+    origins: np.ndarray,
+    horizon: int,
+    lags: Sequence[int],
+    covariate_windows: Sequence[int] = (),
+) -> np.ndarray:
+    """``(S, horizon)`` from a least-squares linear regression (see the module docstring) fitted
+    on every step before the first origin; each lag must be ``>= horizon``."""
+    from sklearn.linear_model import LinearRegression
+
+    lags = tuple(lags) or (series.period,)
+    if min(lags) < horizon:
+        raise ValueError(f"lags {list(lags)} should all be >= the horizon {horizon}")
+    first = int(origins[0])
+    train_t = np.arange(max(lags), first)
+    X, log = _linear_design(series, train_t, lags, covariate_windows)
+    y = series.values[train_t]
+    reg = LinearRegression().fit(X, np.log(y) if log else y)
+    t = np.asarray(origins)[:, None] + np.arange(horizon)  # (S, H)
+    Xt, _ = _linear_design(series, t.ravel(), lags, covariate_windows)
+    pred = reg.predict(Xt).reshape(t.shape)
+    return np.exp(pred) if log else pred
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_methods(
+    series: Series,
+    origins: np.ndarray,
+    horizon: int,
+    forecasts: dict[str, np.ndarray],
+    intervals: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per method: MAE, RMSE, sMAPE (%) and MASE, each the mean over origins (MASE scaled at each
+    origin by the seasonal naive's in-sample MAE up to it), plus the interval's coverage when
+    given."""
+    y = series.values
+    actual = y[np.asarray(origins)[:, None] + np.arange(horizon)]
+    scales = [metrics.seasonal_naive_scale(y[:o], series.period) for o in origins]
+    table = {}
+    for name, pred in forecasts.items():
+        rows = {
+            "MAE": np.mean([metrics.mae(a, p) for a, p in zip(actual, pred)]),
+            "RMSE": np.mean([metrics.rmse(a, p) for a, p in zip(actual, pred)]),
+            "sMAPE": np.mean([metrics.smape(a, p) for a, p in zip(actual, pred)]),
+            "MASE": np.mean([metrics.mase(a, p, scale=s) for a, p, s in zip(actual, pred, scales)]),
+        }
+        if intervals and name in intervals:
+            lo, hi = intervals[name]
+            rows["coverage"] = metrics.coverage(actual, lo, hi)
+        table[name] = {k: float(v) for k, v in rows.items()}
+    return table
+
+
+def format_table(table: dict[str, dict[str, float]]) -> str:
+    """A markdown table of :func:`evaluate_methods`' result."""
+    cols = ["MAE", "RMSE", "sMAPE", "MASE", "coverage"]
+    lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, row in table.items():
+        cells = []
+        for c in cols:
+            v = row.get(c)
+            cells.append("" if v is None else (f"{v:.1%}" if c == "coverage" else f"{v:.3f}"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_forecast(
+    series: Series,
+    origins: np.ndarray,
+    horizon: int,
+    point: np.ndarray,
+    path: str | os.PathLike,
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
+    label: str = "LSTM",
+    last: int = 7,
+    history: int | None = None,
+) -> Path:
+    """Forecast against truth for the ``last`` origins (with the interval when given), preceded
+    by ``history`` steps of the series (default one horizon). PNG via matplotlib's Agg."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    origins = np.asarray(origins)[-last:]
+    point = np.asarray(point)[-last:]
+    history = horizon if history is None else history
+    start = max(0, int(origins[0]) - history)
+    end = int(origins[-1]) + horizon
+    x_axis = series.index if series.index is not None else np.arange(len(series))
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=110)
+    ax.plot(x_axis[start:end], series.values[start:end], color="black", lw=1, label="truth")
+    for k, o in enumerate(origins):
+        xs = x_axis[o : o + horizon]
+        ax.plot(xs, point[k], color="C0", lw=1.4, label=label if k == 0 else None)
+        if lower is not None and upper is not None:
+            ax.fill_between(xs, np.asarray(lower)[-last:][k], np.asarray(upper)[-last:][k],
+                            color="C0", alpha=0.25, lw=0,
+                            label="interval" if k == 0 else None)  # fmt: skip
+        ax.axvline(xs[0], color="grey", lw=0.5, alpha=0.5)
+    ax.set_ylabel(series.target_name)
+    ax.set_title(f"{series.name}: {horizon}-step forecasts from {len(origins)} origins")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+def _extra(data: WindowData, config: ForecasterConfig, source: dict) -> dict:
+    return {
+        "task": TASK,
+        "model": config.to_json(),
+        "data": {
+            **source,
+            "target": data.series.target_name,
+            "covariates": data.series.covariate_names,
+            "period": data.series.period,
+            "context": data.context,
+            "horizon": data.horizon,
+            "lags": list(data.lags),
+            "calendar": data.calendar,
+            "target_scaler": data.target_scaler.to_json(),
+            "feature_scaler": data.feature_scaler.to_json(),
+            "test_origins": data.test_origins,
+            "val_origins": data.val_origins,
+            "origin_step": data.origin_step,
+        },
+    }
+
+
+def train_forecaster(
+    data: WindowData,
+    config: ForecasterConfig,
+    train_config,
+    *,
+    batch_size: int = 128,
+    stride: int = 1,
+    out_dir: str | os.PathLike | None = None,
+    source: dict | None = None,
+) -> tuple[Forecaster, object]:
+    """Trains a :class:`Forecaster` on ``data``'s training windows with :func:`lstm.training.fit`,
+    validating on the validation origins; returns the model with the weights of its best
+    validation loss, and fit's result. With ``out_dir``, checkpoints go there (the config holds
+    everything :func:`load_forecaster` needs)."""
+    from lstm.training import fit
+
+    torch.manual_seed(train_config.seed)
+    model = Forecaster(config)
+    recursive = config.strategy == "recursive"
+    batches = WindowBatches(data, data.train_origins(stride), batch_size, train_config.seed,
+                            recursive=recursive)  # fmt: skip
+    val_origins = data.val if len(data.val) else data.train_origins(stride)[-64:]
+    val_batch = data.recursive_windows(val_origins) if recursive else data.windows(val_origins)
+    best = {"loss": float("inf"), "state": None}
+
+    def eval_fn(m: torch.nn.Module) -> dict:
+        with torch.no_grad():
+            loss, _, _ = forecast_loss(m, val_batch, None)
+        loss = float(loss)
+        if loss < best["loss"]:
+            best["loss"], best["state"] = loss, copy.deepcopy(m.state_dict())
+        return {"loss": loss}
+
+    result = fit(model, batches, forecast_loss, train_config, eval_fn=eval_fn, out_dir=out_dir,
+                 extra=_extra(data, config, source or {}))  # fmt: skip
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    return model, result
+
+
+def load_forecaster(path: str | os.PathLike, which: str = "BEST") -> tuple[Forecaster, dict]:
+    """A trained forecaster and its checkpoint config from a run directory or checkpoint (its
+    ``BEST`` checkpoint when there is one, else ``LATEST``)."""
+    try:
+        where = ckpt.find_checkpoint(path, which)
+    except (ckpt.CheckpointError, FileNotFoundError, ValueError):
+        where = ckpt.find_checkpoint(path, "LATEST")
+    meta = ckpt.load_json(where / ckpt.CONFIG)
+    if meta.get("task") != TASK:
+        raise ValueError(f"checkpoint {str(path)!r} is not a forecaster (task {meta.get('task')!r})")
+    model = Forecaster(ForecasterConfig.from_json(meta["model"]))
+    weights, _ = ckpt.load_tensors(where / ckpt.MODEL)
+    model.load_state_dict(weights)
+    model.eval()
+    return model, meta
+
+
+def run_report(
+    data: WindowData,
+    model: Forecaster,
+    out_dir: str | os.PathLike,
+    *,
+    label: str = "LSTM",
+    covariate_windows: Sequence[int] | None = None,
+    baselines: bool = True,
+) -> dict:
+    """Test-set forecasts of the model and the baselines; writes ``report.json``, ``report.md``
+    and ``forecast.png`` into ``out_dir`` and returns the table."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    s, H, origins = data.series, data.horizon, data.test
+    pred = predict_windows(model, data, origins)  # (S, H, Q)
+    q = model.config.quantiles
+    point = pred[..., model.median_index]
+    forecasts, intervals = {}, {}
+    if baselines:
+        forecasts["seasonal naive"] = seasonal_naive(s.values, origins, H, s.period)
+        if s.period > 1 and len(s) > 2 * s.period:
+            forecasts["ETS (additive seasonal)"] = ets_baseline(s.values, origins, H, s.period)
+        lags = data.lags or (s.period,)
+        if min(lags) >= H:
+            forecasts["linear regression"] = linear_baseline(s, origins, H, lags)
+            if s.covariates.shape[1]:
+                P = s.period
+                default = [P // 8, P // 4, P // 2, P, 2 * P]
+                windows = [w for w in (covariate_windows or default) if 1 < w <= data.train_end]
+                forecasts["linear regression + covariate means"] = linear_baseline(
+                    s, origins, H, lags, windows
+                )
+    forecasts[label] = point
+    if len(q) >= 3:
+        intervals[label] = (pred[..., 0], pred[..., -1])
+    table = evaluate_methods(s, origins, H, forecasts, intervals)
+    lower, upper = intervals.get(label, (None, None))
+    plot_forecast(s, origins, H, point, out / "forecast.png", lower, upper, label=label)
+    interval = f" (interval {q[0]:g}-{q[-1]:g} quantiles)" if len(q) >= 3 else ""
+    md = (f"{s.name}: {H} steps ahead from {len(origins)} origins{interval}\n\n"
+          + format_table(table) + "\n")  # fmt: skip
+    ckpt.atomic_write_text(out / "report.md", md)
+    ckpt.atomic_write_text(out / "report.json", json.dumps(table, indent=2) + "\n")
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# Forecasting a user's CSV with a trained model
+# --------------------------------------------------------------------------------------------
+
+
+def forecast_csv(
+    checkpoint: str | os.PathLike, csv: str | os.PathLike, out: str | os.PathLike | None = None,
+    fill: str | None = None,
+) -> "object":  # fmt: skip
+    """Forecasts the ``horizon`` steps after the last known target value of ``csv`` (the columns
+    the model was trained with). With covariates, the CSV must hold ``horizon`` more rows after
+    the last target value with the covariates filled in (the target left empty); without, the
+    time column is extended. Returns a pandas DataFrame (time, step, forecast, quantiles), also
+    written to ``out`` as CSV when given."""
+    import pandas as pd
+
+    model, meta = load_forecaster(checkpoint)
+    d = meta["data"]
+    H, C = d["horizon"], d["context"]
+    time_col = d.get("time_col")
+    raw = pd.read_csv(csv, dtype=str, keep_default_na=False) if Path(csv).is_file() else None
+    if raw is None:
+        raise SeriesDataError(f"CSV file {str(csv)!r} does not exist")
+    if d["target"] not in raw.columns:
+        raise SeriesDataError(f"column {d['target']!r} is not in {str(csv)!r}")
+    known = raw[d["target"]].str.strip() != ""
+    if not known.any():
+        raise SeriesDataError(f"column {d['target']!r} of {str(csv)!r} has no values")
+    n_known = int(np.flatnonzero(known.to_numpy())[-1]) + 1
+    future_rows = len(raw) - n_known
+    if d["covariates"] and future_rows < H:
+        raise SeriesDataError(
+            f"the model uses covariates {d['covariates']}: {str(csv)!r} should hold {H} rows after "
+            f"the last {d['target']!r} value with them filled in, it holds {future_rows}"
+        )
+    frame = raw.iloc[: n_known + H].copy() if d["covariates"] else raw.iloc[:n_known].copy()
+    if not d["covariates"] and time_col:
+        times = pd.to_datetime(frame[time_col].str.strip(), format="mixed")
+        step = times.iloc[-1] - times.iloc[-2]
+        extra = pd.DataFrame({time_col: [str(times.iloc[-1] + step * (k + 1)) for k in range(H)]})
+        frame = pd.concat([frame, extra], ignore_index=True)
+    frame.loc[frame.index[n_known:], d["target"]] = "0"  # placeholders: never read as inputs
+    tmp = Path(out or csv).with_name(f".tmp-input-{os.getpid()}.csv")
+    frame.to_csv(tmp, index=False)
+    try:
+        series = load_csv(tmp, d["target"], time_col, d["covariates"], fill, d["period"])
+    finally:
+        tmp.unlink(missing_ok=True)
+    lags = d["lags"]
+    if n_known < C + max(lags, default=0) + 1:
+        raise SeriesDataError(
+            f"{str(csv)!r} has {n_known} known values; the model needs at least "
+            f"{C + max(lags, default=0) + 1} (its context {C} plus its longest lag)"
+        )
+    data = _window_data_for(series, d, n_known)
+    pred = predict_windows(model, data, np.array([n_known]))[0]  # (H, Q)
+    table = {"step": np.arange(1, H + 1)}
+    if series.index is not None:
+        table = {time_col: series.index[n_known : n_known + H].astype(str), **table}
+    q = model.config.quantiles
+    table["forecast"] = pred[:, model.median_index]
+    for k, level in enumerate(q):
+        if level != 0.5:
+            table[f"q{level:g}"] = pred[:, k]
+    result = pd.DataFrame(table)
+    if out is not None:
+        ckpt.atomic_write_text(out, result.to_csv(index=False))
+    return result
+
+
+def _window_data_for(series: Series, d: dict, origin: int) -> WindowData:
+    """WindowData with the checkpoint's scalers whose single test origin is ``origin``."""
+    data = WindowData.__new__(WindowData)
+    data.series, data.context, data.horizon = series, d["context"], d["horizon"]
+    data.lags, data.calendar = tuple(d["lags"]), d["calendar"]
+    data.target_scaler = Scaler.from_json(d["target_scaler"])
+    data.feature_scaler = Scaler.from_json(d["feature_scaler"])
+    from lstm.data.series import calendar_features
+
+    cal, _ = calendar_features(series.index) if data.calendar else (np.zeros((len(series), 0)), [])
+    covs = series.covariates
+    covs = data.feature_scaler.transform(covs) if covs.shape[1] else covs
+    data.z = data.target_scaler.transform(series.values)
+    data.x = np.concatenate([covs, cal], 1)
+    data.test = np.array([origin])
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _series_from_args(args: argparse.Namespace) -> tuple[Series, dict]:
+    if args.csv:
+        if not args.target:
+            raise SeriesDataError("--csv needs --target COLUMN (the series to forecast)")
+        series = load_csv(args.csv, args.target, args.time_col, args.covariates or (), args.fill,
+                          args.period)  # fmt: skip
+        return series, {"csv": str(args.csv), "time_col": args.time_col}
+    series = load_dataset(args.dataset)
+    if args.period:
+        series.period = args.period
+    return series, {"dataset": args.dataset}
+
+
+def _data_from_args(args: argparse.Namespace, series: Series) -> WindowData:
+    return WindowData(series, context=args.context, horizon=args.horizon, lags=args.lags,
+                      test_origins=args.test_origins, val_origins=args.val_origins,
+                      origin_step=args.origin_step)  # fmt: skip
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lstm.training import TrainConfig
+
+    series, source = _series_from_args(args)
+    if args.horizon is None:
+        args.horizon = series.period if series.period > 1 else 1
+    if args.context is None:
+        args.context = max(2 * args.horizon, 2 * series.period)
+    data = _data_from_args(args, series)
+    config = ForecasterConfig(
+        past_size=data.past_size, future_size=data.future_size, horizon=data.horizon,
+        recursive_size=data.recursive_size, cell=args.cell, hidden_size=args.hidden_size,
+        num_layers=args.num_layers, dropout=args.dropout, strategy=args.strategy,
+        quantiles=tuple(args.quantiles), backend=args.backend,
+    )  # fmt: skip
+    train_config = TrainConfig(
+        steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
+        weight_decay=args.weight_decay, eval_every=args.eval_every, patience=args.patience,
+        seed=args.seed, progress=not args.quiet, clip_norm=1.0, carry_state=False,
+        optimizer="adamw", warmup_steps=args.warmup,
+    )  # fmt: skip
+    model, result = train_forecaster(data, config, train_config, batch_size=args.batch_size,
+                                     stride=args.stride, out_dir=args.out, source=source)  # fmt: skip
+    # The run's best weights as the checkpoint to use (BEST may predate the end of training).
+    table = run_report(data, model, args.out, label=args.cell.upper(), baselines=not args.no_baselines)
+    _save_final(args.out, model, data, config, source, train_config)
+    print(format_table(table))
+    print(f"[forecast] report: {Path(args.out) / 'report.md'}; plot: {Path(args.out) / 'forecast.png'}")
+    return 0
+
+
+def _save_final(out, model, data, config, source, train_config) -> None:
+    """Writes the best weights as ``out/checkpoints/final`` (and points BEST at it)."""
+    root = Path(out) / "checkpoints"
+    ckpt.write_checkpoint(
+        root, "final",
+        tensors={ckpt.MODEL: (ckpt.state_dict_to_tensors(model.state_dict()), None)},
+        jsons={ckpt.CONFIG: {**_extra(data, config, source), "train": train_config.to_json()}},
+        keep=train_config.keep_checkpoints + 1, best=True,
+    )  # fmt: skip
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    frame = forecast_csv(args.checkpoint, args.csv, args.out, args.fill)
+    if args.out is None:
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        print(f"[forecast] {len(frame)} steps written to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Rolling-origin evaluation of a forecaster checkpoint on its data set (or ``--csv``)."""
+    model, meta = load_forecaster(args.checkpoint)
+    d = meta["data"]
+    if args.csv:
+        series = load_csv(args.csv, d["target"], d.get("time_col"), d["covariates"], args.fill,
+                          d["period"])  # fmt: skip
+    elif "dataset" in d:
+        series = load_dataset(d["dataset"])
+        series.period = d["period"]
+    else:
+        series = load_csv(d["csv"], d["target"], d.get("time_col"), d["covariates"], args.fill,
+                          d["period"])  # fmt: skip
+    data = WindowData(series, d["context"], d["horizon"], d["lags"], d["test_origins"],
+                      d["val_origins"], d["origin_step"], d["calendar"],
+                      Scaler.from_json(d["target_scaler"]),
+                      Scaler.from_json(d["feature_scaler"]))  # fmt: skip
+    out = args.out or Path(args.checkpoint)
+    table = run_report(data, model, out, label=model.config.cell.upper())
+    print(format_table(table))
+    return 0
+
+
+def add_train_parser(train_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``lstm train forecast``."""
+    p = train_sub.add_parser("forecast", help="train a recurrent forecaster and report it")
+    src = p.add_argument_group("data")
+    src.add_argument("--dataset", default="elecdemand", choices=["elecdemand", "co2", "seattle"])
+    src.add_argument("--csv", help="your own CSV file instead of --dataset")
+    src.add_argument("--target", help="the column to forecast (with --csv)")
+    src.add_argument("--time-col", help="a column of dates/times (evenly spaced)")
+    src.add_argument("--covariates", nargs="*", default=[], help="columns known in the future")
+    src.add_argument("--fill", choices=FILL_METHODS, help="fill missing values this way")
+    src.add_argument("--period", type=int, help="seasonal period in steps (default: inferred)")
+    win = p.add_argument_group("windows")
+    win.add_argument("--horizon", type=int, help="steps to forecast (default: the period)")
+    win.add_argument("--context", type=int, help="past steps read (default: 2 periods)")
+    win.add_argument("--lags", type=int, nargs="*", help="seasonal lags (each >= horizon)")
+    win.add_argument("--test-origins", type=int, default=28)
+    win.add_argument("--val-origins", type=int, default=28)
+    win.add_argument("--origin-step", type=int, help="steps between origins (default: horizon)")
+    win.add_argument("--stride", type=int, default=1, help="steps between training windows")
+    m = p.add_argument_group("model")
+    m.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn"])
+    m.add_argument("--hidden-size", type=int, default=64)
+    m.add_argument("--num-layers", type=int, default=1)
+    m.add_argument("--dropout", type=float, default=0.0)
+    m.add_argument("--strategy", default="direct", choices=["direct", "recursive"])
+    m.add_argument("--quantiles", type=float, nargs="*", default=[0.1, 0.5, 0.9])
+    m.add_argument("--backend", default="auto")
+    t = p.add_argument_group("training")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--minutes", type=float)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--warmup", type=int, default=50)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--eval-every", type=int, default=100)
+    t.add_argument("--patience", type=int)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-baselines", action="store_true", help="report the model alone")
+    p.add_argument("--out", default="runs/forecast", help="run directory")
+    p.set_defaults(func=cmd_train, _check=_check_train)
+    return p
+
+
+def _check_train(args: argparse.Namespace) -> None:
+    if args.steps is None and args.epochs is None and args.minutes is None:
+        args.epochs = 20
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction, train_sub=None) -> None:
+    """Adds ``forecast`` (and ``train forecast`` to ``train_sub`` when given) to a CLI."""
+    if train_sub is not None:
+        add_train_parser(train_sub)
+    p = subparsers.add_parser("forecast", help="forecast a CSV with a trained forecaster")
+    p.add_argument("checkpoint", help="run directory or checkpoint of `lstm train forecast`")
+    p.add_argument("--csv", required=True, help="history (and future covariates) as CSV")
+    p.add_argument("--out", help="write the forecast CSV here (default: print it)")
+    p.add_argument("--fill", choices=FILL_METHODS, help="fill missing values this way")
+    p.set_defaults(func=cmd_forecast)

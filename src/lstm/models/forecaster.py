@@ -1,0 +1,192 @@
+"""Recurrent forecasters: multi-step forecasts with known future covariates and quantiles.
+
+Two strategies (``ForecasterConfig.strategy``):
+
+- ``"direct"`` (multi-output, sequence to sequence): an encoder reads the past window, a decoder
+  started from its state reads the known future features (covariates, calendar, seasonal lags,
+  position) and emits every step of the horizon at once; no forecast is fed back::
+
+      past (B, C, 1+F) ─> encoder ─> state ─> decoder over future (B, H, F+L+1) ─> head ─> (B, H, Q)
+
+- ``"recursive"`` (one step at a time): one recurrent stack reads ``[y(t-1), features(t),
+  lags(t)]`` and predicts ``y(t)``; it is trained with the true ``y(t-1)`` (teacher forcing) and
+  forecasts by feeding its own previous forecast (the median) back in.
+
+The head emits one value per step (trained on mean squared error) or ``Q`` quantiles (trained on
+the pinball loss; the median is the point forecast and the outer quantiles give an interval). The
+recurrent stacks are :class:`lstm.LSTM`, :class:`lstm.GRU` or :class:`lstm.RNN`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import lstm
+
+__all__ = [
+    "Forecaster",
+    "ForecasterConfig",
+    "forecast_loss",
+    "pinball_loss",
+    "predict_windows",
+]
+
+CELLS = {"lstm": lstm.LSTM, "gru": lstm.GRU, "rnn": lstm.RNN}
+STRATEGIES = ("direct", "recursive")
+
+
+@dataclass
+class ForecasterConfig:
+    """Hyperparameters of a :class:`Forecaster` (stored as JSON in checkpoints)."""
+
+    past_size: int  # features per past step (target first)
+    future_size: int  # features per future step (direct)
+    horizon: int
+    recursive_size: int = 0  # features per step (recursive)
+    cell: str = "lstm"
+    hidden_size: int = 64
+    num_layers: int = 1
+    dropout: float = 0.0
+    strategy: str = "direct"
+    quantiles: tuple[float, ...] = ()  # empty: a point forecast trained on MSE
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell should be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"strategy should be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
+            )
+        for name in ("past_size", "future_size", "horizon", "hidden_size", "num_layers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} should be at least 1, got {getattr(self, name)}")
+        if self.strategy == "recursive" and self.recursive_size < 1:
+            raise ValueError("the recursive strategy needs recursive_size >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout should be in [0, 1), got {self.dropout}")
+        q = tuple(float(v) for v in self.quantiles)
+        if any(not 0 < v < 1 for v in q) or list(q) != sorted(set(q)):
+            raise ValueError(f"quantiles should be increasing values in (0, 1), got {list(q)}")
+        if q and 0.5 not in q:
+            raise ValueError(f"quantiles should include 0.5 (the point forecast), got {list(q)}")
+        self.quantiles = q
+
+    @property
+    def outputs(self) -> int:
+        return max(1, len(self.quantiles))
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["quantiles"] = list(self.quantiles)
+        return d
+
+    @classmethod
+    def from_json(cls, data: dict) -> ForecasterConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class Forecaster(nn.Module):
+    """See the module docstring."""
+
+    def __init__(self, config: ForecasterConfig) -> None:
+        super().__init__()
+        self.config = config
+        H, L = config.hidden_size, config.num_layers
+        inner = config.dropout if L > 1 else 0.0
+        cell = CELLS[config.cell]
+        if config.strategy == "direct":
+            self.encoder = cell(config.past_size, H, L, batch_first=True, dropout=inner,
+                                backend=config.backend)  # fmt: skip
+            self.decoder = cell(config.future_size, H, L, batch_first=True, dropout=inner,
+                                backend=config.backend)  # fmt: skip
+        else:
+            self.rnn = cell(config.recursive_size, H, L, batch_first=True, dropout=inner,
+                            backend=config.backend)  # fmt: skip
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(H, config.outputs)
+
+    def forward(self, past: Tensor, future: Tensor) -> Tensor:
+        """Direct: ``past (B, C, 1+F)``, ``future (B, H, F+L+1)`` -> ``(B, H, Q)``."""
+        _, state = self.encoder(past)
+        out, _ = self.decoder(future, state)  # (B, H, hidden)
+        return self.head(self.drop(out))
+
+    def step(self, inputs: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """Recursive: ``inputs (B, T, 1+F+L)`` -> ``(B, T, Q)`` one-step forecasts, state."""
+        out, state = self.rnn(inputs, state)
+        return self.head(self.drop(out)), state
+
+    @property
+    def median_index(self) -> int:
+        q = self.config.quantiles
+        return q.index(0.5) if q else 0
+
+
+def pinball_loss(pred: Tensor, target: Tensor, quantiles: tuple[float, ...]) -> Tensor:
+    """Mean pinball loss of ``pred (..., Q)`` against ``target (...)`` over the quantile levels:
+    ``max(q (y - ŷ_q), (q - 1)(y - ŷ_q))``."""
+    q = torch.tensor(quantiles, dtype=pred.dtype, device=pred.device)  # (Q,)
+    diff = target.unsqueeze(-1) - pred  # (..., Q)
+    return torch.maximum(q * diff, (q - 1) * diff).mean()
+
+
+def forecast_loss(model: nn.Module, batch: tuple, state: Any) -> tuple[Tensor, None, int]:
+    """The loss for :func:`lstm.training.fit`: pinball with quantiles, else MSE, on scaled
+    targets. Direct batches are ``(past, future, target)``; recursive ``(inputs, targets)``."""
+    config = model.module.config if hasattr(model, "module") else model.config
+    if config.strategy == "direct":
+        past, future, target = batch
+        pred = model(past, future)  # (B, H, Q)
+    else:
+        inputs, target = batch
+        pred, _ = (model.module if hasattr(model, "module") else model).step(inputs)
+    if config.quantiles:
+        loss = pinball_loss(pred, target, config.quantiles)
+    else:
+        loss = F.mse_loss(pred.squeeze(-1), target)
+    return loss, None, target.numel()
+
+
+@torch.no_grad()
+def predict_windows(model: Forecaster, data, origins: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Forecasts from each origin in the data's units: ``(S, horizon, Q)`` (``Q = 1`` without
+    quantiles). ``data`` is a :class:`lstm.data.series.WindowData`."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    for start in range(0, len(origins), batch_size):
+        chosen = np.asarray(origins[start : start + batch_size])
+        if model.config.strategy == "direct":
+            past, future, _ = data.windows(chosen)
+            pred = model(past.to(device), future.to(device))  # (B, H, Q)
+        else:
+            pred = _recursive(model, data, chosen, device)
+        outs.append(pred.cpu().double().numpy())
+    model.train(was_training)
+    z = np.concatenate(outs, 0)
+    return data.target_scaler.inverse(z)
+
+
+def _recursive(model: Forecaster, data, origins: np.ndarray, device) -> Tensor:
+    inputs, _ = data.recursive_windows(origins)  # (B, C+H, D): true inputs
+    inputs = inputs.to(device)
+    C, H = data.context, data.horizon
+    # Known part: up to and including the origin step (its input holds y(o-1), which is known).
+    pred, state = model.step(inputs[:, : C + 1], None)
+    steps = [pred[:, -1:]]  # (B, 1, Q)
+    m = model.median_index
+    for h in range(1, H):
+        x = inputs[:, C + h : C + h + 1].clone()
+        x[:, :, 0] = steps[-1][:, :, m]  # feed the median forecast back as y(t-1)
+        pred, state = model.step(x, state)
+        steps.append(pred)
+    return torch.cat(steps, 1)  # (B, H, Q)
