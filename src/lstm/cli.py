@@ -312,6 +312,12 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
     _add_checkpoint_argument(p)
+    apps = p.add_argument_group("sentiment and forecast checkpoints")
+    apps.add_argument("--csv", help="labelled texts / a series (default: the run's own test part)")
+    apps.add_argument("--text-col", default="text")
+    apps.add_argument("--label-col", default="label")
+    apps.add_argument("--fill", choices=["interpolate", "ffill", "zero"])
+    apps.add_argument("--out", help="where plots and reports go (default: the run directory)")
     p.add_argument("--text", help="a UTF-8 text file (default: the run's own test part)")
     p.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="without --text: which part of the run's data")  # fmt: skip
@@ -319,6 +325,11 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from lstm.checkpoint import CONFIG, find_checkpoint, load_json
+
+    task = load_json(find_checkpoint(args.checkpoint) / CONFIG).get("task")
+    if task in ("sentiment", "forecast"):  # the applications evaluate their own checkpoints
+        return _task(task, "evaluate_checkpoint")(args)
     from lstm.data.text import read_text_file
     from lstm.models.language_model import evaluate_stream
     from lstm.tasks.lm import load_lm_data
@@ -371,18 +382,55 @@ def _run_next_word(args: argparse.Namespace) -> int:
 
 # -- the registries and main ------------------------------------------------------------------
 
+
+def _task(module: str, name: str) -> Callable:
+    """``lstm.tasks.<module>.<name>``, imported when first called (a fast ``--help``)."""
+
+    def call(*args):
+        import importlib
+
+        return getattr(importlib.import_module(f"lstm.tasks.{module}"), name)(*args)
+
+    return call
+
+
 TRAIN_TASKS: dict[str, tuple[str, AddArguments, Run]] = {
     "lm": (
         "a character/word language model (Shakespeare or --text FILE)",
         _add_train_lm,
         _run_train_lm,
     ),
+    "sentiment": (
+        "a sentiment classifier (IMDB, Rotten Tomatoes, --csv or --aclimdb) beside TF-IDF",
+        _task("sentiment", "add_train_arguments"),
+        _task("sentiment", "run_train"),
+    ),
+    "forecast": (
+        "a forecaster (electricity demand, CO2, Seattle or --csv) beside its baselines",
+        _task("forecast", "add_train_arguments"),
+        _task("forecast", "run_train"),
+    ),
 }
 
 COMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
     "generate": ("sample text from a trained language model", _add_generate, _run_generate),
-    "evaluate": ("bits per character of a language model on a text", _add_evaluate, _run_evaluate),
+    "evaluate": (
+        "evaluate a trained model: a language model's bits per character, a classifier's accuracy, "
+        "a forecaster's errors beside its baselines",
+        _add_evaluate,
+        _run_evaluate,
+    ),
     "next-word": ("the most likely next words after a prompt", _add_next_word, _run_next_word),
+    "predict": (
+        "the label and its probability for texts, from a sentiment classifier",
+        _task("sentiment", "add_predict_arguments"),
+        _task("sentiment", "run_predict"),
+    ),
+    "forecast": (
+        "forecast a CSV with a trained forecaster (writes CSV)",
+        _task("forecast", "add_forecast_arguments"),
+        _task("forecast", "run_forecast"),
+    ),
 }
 
 

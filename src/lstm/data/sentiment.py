@@ -225,7 +225,9 @@ def clean_text(text: str) -> str:
     return _BREAK.sub(" ", text).lower()
 
 
-def build_vocab(texts: Sequence[str], min_count: int = 2, max_size: int | None = 30000) -> WordVocab:
+def build_vocab(
+    texts: Sequence[str], min_count: int = 2, max_size: int | None = 30000
+) -> WordVocab:
     """A word vocabulary of the cleaned ``texts`` (index 0: ``<unk>``)."""
     return WordVocab.build("\n".join(clean_text(t) for t in texts), min_count, max_size)
 

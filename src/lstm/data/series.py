@@ -46,6 +46,7 @@ __all__ = [
     "load_dataset",
     "load_elecdemand",
     "load_seattle",
+    "running_means",
 ]
 
 FILL_METHODS = ("interpolate", "ffill", "zero")
@@ -70,7 +71,9 @@ class Series:
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64)
-        self.covariates = np.asarray(self.covariates, dtype=np.float64).reshape(len(self.values), -1)
+        self.covariates = np.asarray(self.covariates, dtype=np.float64).reshape(
+            len(self.values), -1
+        )
         if self.period < 1:
             raise SeriesDataError(f"period should be at least 1, got {self.period}")
 
@@ -321,6 +324,21 @@ def calendar_features(index) -> tuple[np.ndarray, list[str]]:
     return np.stack(cols, 1), names
 
 
+def running_means(covariates: np.ndarray, windows: Sequence[int]) -> np.ndarray:
+    """``covariates (N, C)`` followed by their running means over each window ``(N, C·W)``: the
+    mean of steps ``t-w+1 .. t`` (fewer at the start)."""
+    covariates = np.asarray(covariates, dtype=np.float64)
+    cols = [covariates]
+    csum = np.concatenate([np.zeros((1, covariates.shape[1])), np.cumsum(covariates, 0)], 0)
+    t = np.arange(len(covariates))
+    for w in windows:
+        if w < 1:
+            raise SeriesDataError(f"covariate windows should be at least 1, got {w}")
+        lo = np.maximum(0, t - w + 1)
+        cols.append((csum[t + 1] - csum[lo]) / (t + 1 - lo)[:, None])
+    return np.concatenate(cols, 1)
+
+
 @dataclass
 class Scaler:
     """``(x - mean) / std`` per column, fitted on the training part only."""
@@ -371,6 +389,9 @@ class WindowData:
         test_origins, val_origins: how many origins the test tail and the validation part hold,
             ``origin_step`` apart (default: ``horizon``, so that the forecasts tile the tail).
         calendar: add calendar features of the time index.
+        covariate_windows: add running means of each covariate over these numbers of steps (the
+            steps up to and including ``t``: known whenever the covariates are), e.g. the heat
+            of the last day, or a holiday period of work-day flags.
         target_scaler, feature_scaler: reuse fitted scalers (a checkpoint's) instead of fitting.
     """
 
@@ -382,6 +403,7 @@ class WindowData:
     val_origins: int = 28
     origin_step: int | None = None
     calendar: bool = True
+    covariate_windows: Sequence[int] = ()
     target_scaler: Scaler | None = None
     feature_scaler: Scaler | None = None
     feature_names: list[str] = field(default_factory=list)
@@ -414,9 +436,14 @@ class WindowData:
         self.val = self.val.astype(np.int64)
         self.train_end = int(self.val[0]) if len(self.val) else first_test  # exclusive
         self.warmup = self.context + max(self.lags, default=0) + 1  # first usable origin
-        need = self.warmup + self.horizon + (first_test - self.train_end) + step * (
-            self.test_origins - 1
-        ) + self.horizon + 1
+        need = (
+            self.warmup
+            + self.horizon
+            + (first_test - self.train_end)
+            + step * (self.test_origins - 1)
+            + self.horizon
+            + 1
+        )
         if n < need or self.train_end - self.horizon < self.warmup:
             raise SeriesDataError(
                 f"too few rows: {n} for context {self.context}, horizon {self.horizon}, lags "
@@ -428,12 +455,15 @@ class WindowData:
         if self.target_scaler is None:
             self.target_scaler = Scaler.fit(s.values[fit_part])
         cal, cal_names = calendar_features(s.index) if self.calendar else (np.zeros((n, 0)), [])
+        self.covariate_windows = tuple(int(w) for w in self.covariate_windows)
+        raw = running_means(s.covariates, self.covariate_windows)  # (N, C·(1+W))
         if self.feature_scaler is None:
-            self.feature_scaler = Scaler.fit(s.covariates[fit_part])
-        covs = self.feature_scaler.transform(s.covariates) if s.covariates.shape[1] else s.covariates
+            self.feature_scaler = Scaler.fit(raw[fit_part])
+        covs = self.feature_scaler.transform(raw) if raw.shape[1] else raw
         self.z = self.target_scaler.transform(s.values)  # (N,)
         self.x = np.concatenate([covs, cal], 1)  # (N, F)
-        self.feature_names = [*s.covariate_names, *cal_names]
+        means = [f"{c}_mean{w}" for w in self.covariate_windows for c in s.covariate_names]
+        self.feature_names = [*s.covariate_names, *means, *cal_names]
 
     # Sizes the models are built with.
     @property
@@ -477,7 +507,11 @@ class WindowData:
         forecasting, inputs from ``o+1`` on take the model's own previous forecast."""
         o = np.asarray(origins, dtype=np.int64)[:, None]
         t = o - self.context + np.arange(self.context + self.horizon)  # (S, context+H)
-        parts = [self.z[t - 1][..., None], self.x[t], *[self.z[t - lag][..., None] for lag in self.lags]]
+        parts = [
+            self.z[t - 1][..., None],
+            self.x[t],
+            *[self.z[t - lag][..., None] for lag in self.lags],
+        ]
         f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
         return f32(np.concatenate(parts, -1)), f32(self.z[t])
 
@@ -499,7 +533,12 @@ class WindowBatches:
             raise ValueError(f"batch_size should be at least 1, got {batch_size}")
         if len(origins) == 0:
             raise SeriesDataError("no training windows: the training part is shorter than a window")
-        self.data, self.origins, self.batch_size, self.seed = data, np.asarray(origins), batch_size, seed
+        self.data, self.origins, self.batch_size, self.seed = (
+            data,
+            np.asarray(origins),
+            batch_size,
+            seed,
+        )
         self.epoch, self.recursive = 0, recursive
 
     def set_epoch(self, epoch: int) -> None:

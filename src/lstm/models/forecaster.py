@@ -156,7 +156,9 @@ def forecast_loss(model: nn.Module, batch: tuple, state: Any) -> tuple[Tensor, N
 
 
 @torch.no_grad()
-def predict_windows(model: Forecaster, data, origins: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict_windows(
+    model: Forecaster, data, origins: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
     """Forecasts from each origin in the data's units: ``(S, horizon, Q)`` (``Q = 1`` without
     quantiles). ``data`` is a :class:`lstm.data.series.WindowData`."""
     was_training = model.training

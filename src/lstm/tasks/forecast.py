@@ -43,16 +43,21 @@ from lstm.data.series import (
     WindowData,
     load_csv,
     load_dataset,
+    running_means,
 )
 from lstm.models.forecaster import Forecaster, ForecasterConfig, forecast_loss, predict_windows
 
 __all__ = [
-    "add_subcommands",
+    "add_forecast_arguments",
+    "add_train_arguments",
+    "ets_baseline",
+    "evaluate_checkpoint",
     "evaluate_methods",
     "forecast_csv",
     "linear_baseline",
-    "ets_baseline",
     "plot_forecast",
+    "run_forecast",
+    "run_train",
     "seasonal_naive",
     "train_forecaster",
 ]
@@ -65,7 +70,9 @@ TASK = "forecast"
 # --------------------------------------------------------------------------------------------
 
 
-def seasonal_naive(values: np.ndarray, origins: np.ndarray, horizon: int, period: int) -> np.ndarray:
+def seasonal_naive(
+    values: np.ndarray, origins: np.ndarray, horizon: int, period: int
+) -> np.ndarray:
     """``(S, horizon)``: at step ``o+h`` the value of the last complete period before ``o``."""
     h = np.arange(horizon)
     back = period * (h // period + 1)  # one period back, two for h >= period, ...
@@ -256,6 +263,7 @@ def _extra(data: WindowData, config: ForecasterConfig, source: dict) -> dict:
             "horizon": data.horizon,
             "lags": list(data.lags),
             "calendar": data.calendar,
+            "covariate_windows": list(data.covariate_windows),
             "target_scaler": data.target_scaler.to_json(),
             "feature_scaler": data.feature_scaler.to_json(),
             "test_origins": data.test_origins,
@@ -314,7 +322,9 @@ def load_forecaster(path: str | os.PathLike, which: str = "BEST") -> tuple[Forec
         where = ckpt.find_checkpoint(path, "LATEST")
     meta = ckpt.load_json(where / ckpt.CONFIG)
     if meta.get("task") != TASK:
-        raise ValueError(f"checkpoint {str(path)!r} is not a forecaster (task {meta.get('task')!r})")
+        raise ValueError(
+            f"checkpoint {str(path)!r} is not a forecaster (task {meta.get('task')!r})"
+        )
     model = Forecaster(ForecasterConfig.from_json(meta["model"]))
     weights, _ = ckpt.load_tensors(where / ckpt.MODEL)
     model.load_state_dict(weights)
@@ -376,7 +386,7 @@ def run_report(
 def forecast_csv(
     checkpoint: str | os.PathLike, csv: str | os.PathLike, out: str | os.PathLike | None = None,
     fill: str | None = None,
-) -> "object":  # fmt: skip
+) -> object:  # fmt: skip
     """Forecasts the ``horizon`` steps after the last known target value of ``csv`` (the columns
     the model was trained with). With covariates, the CSV must hold ``horizon`` more rows after
     the last target value with the covariates filled in (the target left empty); without, the
@@ -448,7 +458,8 @@ def _window_data_for(series: Series, d: dict, origin: int) -> WindowData:
     from lstm.data.series import calendar_features
 
     cal, _ = calendar_features(series.index) if data.calendar else (np.zeros((len(series), 0)), [])
-    covs = series.covariates
+    data.covariate_windows = tuple(d.get("covariate_windows", ()))
+    covs = running_means(series.covariates, data.covariate_windows)
     covs = data.feature_scaler.transform(covs) if covs.shape[1] else covs
     data.z = data.target_scaler.transform(series.values)
     data.x = np.concatenate([covs, cal], 1)
@@ -474,55 +485,101 @@ def _series_from_args(args: argparse.Namespace) -> tuple[Series, dict]:
     return series, {"dataset": args.dataset}
 
 
-def _data_from_args(args: argparse.Namespace, series: Series) -> WindowData:
-    return WindowData(series, context=args.context, horizon=args.horizon, lags=args.lags,
-                      test_origins=args.test_origins, val_origins=args.val_origins,
-                      origin_step=args.origin_step)  # fmt: skip
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``lstm train forecast``."""
+    from lstm.cli import add_training_arguments, dropout_rate, positive_int
+
+    src = p.add_argument_group("data")
+    src.add_argument("--dataset", default="elecdemand", choices=["elecdemand", "co2", "seattle"])
+    src.add_argument("--csv", help="your own CSV file instead of --dataset")
+    src.add_argument("--target", help="the column to forecast (with --csv)")
+    src.add_argument("--time-col", help="a column of dates/times (evenly spaced)")
+    src.add_argument("--covariates", nargs="*", default=[], help="columns known in the future")
+    src.add_argument("--fill", choices=FILL_METHODS, help="fill missing values this way")
+    src.add_argument("--period", type=positive_int, help="seasonal period (default: inferred)")
+    win = p.add_argument_group("windows")
+    win.add_argument("--horizon", type=positive_int, help="steps to forecast (default: period)")
+    win.add_argument("--context", type=positive_int, help="past steps read (default: 2 periods)")
+    win.add_argument("--lags", type=positive_int, nargs="*",
+                     help="seasonal lags given at each future step (each >= horizon)")  # fmt: skip
+    win.add_argument("--covariate-windows", type=positive_int, nargs="*", default=[],
+                     help="add running means of the covariates over these steps")  # fmt: skip
+    win.add_argument("--test-origins", type=positive_int, default=28)
+    win.add_argument("--val-origins", type=positive_int, default=28)
+    win.add_argument("--origin-step", type=positive_int, help="default: the horizon")
+    win.add_argument("--stride", type=positive_int, default=1, help="steps between windows")
+    win.add_argument("--batch", type=positive_int, default=128)
+    m = p.add_argument_group("model")
+    m.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn"])
+    m.add_argument("--hidden", type=positive_int, default=64)
+    m.add_argument("--layers", type=positive_int, default=1)
+    m.add_argument("--dropout", type=dropout_rate, default=0.0)
+    m.add_argument("--strategy", default="direct", choices=["direct", "recursive"])
+    m.add_argument("--quantiles", type=float, nargs="*", default=[0.1, 0.5, 0.9],
+                   help="quantile levels (with 0.5; none: a point forecast on MSE)")  # fmt: skip
+    m.add_argument("--backend", default="auto")
+    p.add_argument("--no-baselines", action="store_true", help="report the model alone")
+    add_training_arguments(p)
+    p.set_defaults(out="runs/forecast", optimizer="adamw", lr=3e-3, weight_decay=1e-4,
+                   warmup=50, eval_every=100)  # fmt: skip
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from lstm.training import TrainConfig
+def run_train(args: argparse.Namespace) -> int:
+    """``lstm train forecast``."""
+    from lstm.cli import train_config_from
 
+    if args.steps is None and args.epochs is None and args.minutes is None:
+        args.epochs = 12
+    if args.threads:
+        torch.set_num_threads(args.threads)
     series, source = _series_from_args(args)
-    if args.horizon is None:
-        args.horizon = series.period if series.period > 1 else 1
-    if args.context is None:
-        args.context = max(2 * args.horizon, 2 * series.period)
-    data = _data_from_args(args, series)
+    horizon = args.horizon or (series.period if series.period > 1 else 1)
+    context = args.context or max(2 * horizon, 2 * series.period)
+    data = WindowData(series, context, horizon, args.lags, args.test_origins, args.val_origins,
+                      args.origin_step, covariate_windows=args.covariate_windows)  # fmt: skip
     config = ForecasterConfig(
         past_size=data.past_size, future_size=data.future_size, horizon=data.horizon,
-        recursive_size=data.recursive_size, cell=args.cell, hidden_size=args.hidden_size,
-        num_layers=args.num_layers, dropout=args.dropout, strategy=args.strategy,
-        quantiles=tuple(args.quantiles), backend=args.backend,
+        recursive_size=data.recursive_size, cell=args.cell, hidden_size=args.hidden,
+        num_layers=args.layers, dropout=args.dropout, strategy=args.strategy,
+        quantiles=tuple(sorted(args.quantiles)), backend=args.backend,
     )  # fmt: skip
-    train_config = TrainConfig(
-        steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
-        weight_decay=args.weight_decay, eval_every=args.eval_every, patience=args.patience,
-        seed=args.seed, progress=not args.quiet, clip_norm=1.0, carry_state=False,
-        optimizer="adamw", warmup_steps=args.warmup,
-    )  # fmt: skip
-    model, result = train_forecaster(data, config, train_config, batch_size=args.batch_size,
-                                     stride=args.stride, out_dir=args.out, source=source)  # fmt: skip
-    # The run's best weights as the checkpoint to use (BEST may predate the end of training).
-    table = run_report(data, model, args.out, label=args.cell.upper(), baselines=not args.no_baselines)
+    train_config = train_config_from(args)
+    train_config.carry_state = False
+    print(f"[forecast] {series.name}: {len(series):,} steps, period {series.period}, horizon "
+          f"{horizon}, context {context}, {len(data.train_origins(args.stride)):,} training "
+          f"windows, {len(data.val)} validation and {len(data.test)} test origins")  # fmt: skip
+    model, _ = train_forecaster(data, config, train_config, batch_size=args.batch,
+                                stride=args.stride, out_dir=args.out, source=source)  # fmt: skip
     _save_final(args.out, model, data, config, source, train_config)
+    table = run_report(data, model, args.out, label=args.cell.upper(),
+                       baselines=not args.no_baselines)  # fmt: skip
     print(format_table(table))
-    print(f"[forecast] report: {Path(args.out) / 'report.md'}; plot: {Path(args.out) / 'forecast.png'}")
+    out = Path(args.out)
+    print(f"[forecast] checkpoint {out / 'checkpoints'}; report {out / 'report.md'}; "
+          f"plot {out / 'forecast.png'}")  # fmt: skip
     return 0
 
 
 def _save_final(out, model, data, config, source, train_config) -> None:
-    """Writes the best weights as ``out/checkpoints/final`` (and points BEST at it)."""
-    root = Path(out) / "checkpoints"
+    """The best weights as ``out/checkpoints/final`` (``BEST`` points at it)."""
     ckpt.write_checkpoint(
-        root, "final",
+        Path(out) / "checkpoints", "final",
         tensors={ckpt.MODEL: (ckpt.state_dict_to_tensors(model.state_dict()), None)},
         jsons={ckpt.CONFIG: {**_extra(data, config, source), "train": train_config.to_json()}},
         keep=train_config.keep_checkpoints + 1, best=True,
     )  # fmt: skip
 
 
-def cmd_forecast(args: argparse.Namespace) -> int:
+def add_forecast_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``lstm forecast``."""
+    p.add_argument("checkpoint", help="run directory or checkpoint of `lstm train forecast`")
+    p.add_argument("--csv", required=True, help="history (and future covariates) as CSV")
+    p.add_argument("--out", help="write the forecast CSV here (default: print it)")
+    p.add_argument("--fill", choices=FILL_METHODS, help="fill missing values this way")
+
+
+def run_forecast(args: argparse.Namespace) -> int:
+    """``lstm forecast CHECKPOINT --csv FILE [--out FILE]``."""
     frame = forecast_csv(args.checkpoint, args.csv, args.out, args.fill)
     if args.out is None:
         frame.to_csv(sys.stdout, index=False)
@@ -531,86 +588,26 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Rolling-origin evaluation of a forecaster checkpoint on its data set (or ``--csv``)."""
+def evaluate_checkpoint(args: argparse.Namespace) -> int:
+    """``lstm evaluate`` of a forecaster: rolling origins over its data set's test tail (or over
+    the tail of ``--csv``), beside the baselines."""
     model, meta = load_forecaster(args.checkpoint)
     d = meta["data"]
-    if args.csv:
-        series = load_csv(args.csv, d["target"], d.get("time_col"), d["covariates"], args.fill,
-                          d["period"])  # fmt: skip
-    elif "dataset" in d:
+    fill = getattr(args, "fill", None)
+    if getattr(args, "csv", None) or "dataset" not in d:
+        series = load_csv(args.csv or d["csv"], d["target"], d.get("time_col"), d["covariates"],
+                          fill, d["period"])  # fmt: skip
+    else:
         series = load_dataset(d["dataset"])
         series.period = d["period"]
-    else:
-        series = load_csv(d["csv"], d["target"], d.get("time_col"), d["covariates"], args.fill,
-                          d["period"])  # fmt: skip
     data = WindowData(series, d["context"], d["horizon"], d["lags"], d["test_origins"],
                       d["val_origins"], d["origin_step"], d["calendar"],
-                      Scaler.from_json(d["target_scaler"]),
+                      d.get("covariate_windows", ()), Scaler.from_json(d["target_scaler"]),
                       Scaler.from_json(d["feature_scaler"]))  # fmt: skip
-    out = args.out or Path(args.checkpoint)
+    out = Path(getattr(args, "out", None) or args.checkpoint)
+    if out.is_file():
+        out = out.parent
     table = run_report(data, model, out, label=model.config.cell.upper())
     print(format_table(table))
+    print(f"[forecast] report {out / 'report.md'}; plot {out / 'forecast.png'}")
     return 0
-
-
-def add_train_parser(train_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """``lstm train forecast``."""
-    p = train_sub.add_parser("forecast", help="train a recurrent forecaster and report it")
-    src = p.add_argument_group("data")
-    src.add_argument("--dataset", default="elecdemand", choices=["elecdemand", "co2", "seattle"])
-    src.add_argument("--csv", help="your own CSV file instead of --dataset")
-    src.add_argument("--target", help="the column to forecast (with --csv)")
-    src.add_argument("--time-col", help="a column of dates/times (evenly spaced)")
-    src.add_argument("--covariates", nargs="*", default=[], help="columns known in the future")
-    src.add_argument("--fill", choices=FILL_METHODS, help="fill missing values this way")
-    src.add_argument("--period", type=int, help="seasonal period in steps (default: inferred)")
-    win = p.add_argument_group("windows")
-    win.add_argument("--horizon", type=int, help="steps to forecast (default: the period)")
-    win.add_argument("--context", type=int, help="past steps read (default: 2 periods)")
-    win.add_argument("--lags", type=int, nargs="*", help="seasonal lags (each >= horizon)")
-    win.add_argument("--test-origins", type=int, default=28)
-    win.add_argument("--val-origins", type=int, default=28)
-    win.add_argument("--origin-step", type=int, help="steps between origins (default: horizon)")
-    win.add_argument("--stride", type=int, default=1, help="steps between training windows")
-    m = p.add_argument_group("model")
-    m.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn"])
-    m.add_argument("--hidden-size", type=int, default=64)
-    m.add_argument("--num-layers", type=int, default=1)
-    m.add_argument("--dropout", type=float, default=0.0)
-    m.add_argument("--strategy", default="direct", choices=["direct", "recursive"])
-    m.add_argument("--quantiles", type=float, nargs="*", default=[0.1, 0.5, 0.9])
-    m.add_argument("--backend", default="auto")
-    t = p.add_argument_group("training")
-    t.add_argument("--steps", type=int)
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--minutes", type=float)
-    t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--warmup", type=int, default=50)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--eval-every", type=int, default=100)
-    t.add_argument("--patience", type=int)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--quiet", action="store_true")
-    p.add_argument("--no-baselines", action="store_true", help="report the model alone")
-    p.add_argument("--out", default="runs/forecast", help="run directory")
-    p.set_defaults(func=cmd_train, _check=_check_train)
-    return p
-
-
-def _check_train(args: argparse.Namespace) -> None:
-    if args.steps is None and args.epochs is None and args.minutes is None:
-        args.epochs = 20
-
-
-def add_subcommands(subparsers: argparse._SubParsersAction, train_sub=None) -> None:
-    """Adds ``forecast`` (and ``train forecast`` to ``train_sub`` when given) to a CLI."""
-    if train_sub is not None:
-        add_train_parser(train_sub)
-    p = subparsers.add_parser("forecast", help="forecast a CSV with a trained forecaster")
-    p.add_argument("checkpoint", help="run directory or checkpoint of `lstm train forecast`")
-    p.add_argument("--csv", required=True, help="history (and future covariates) as CSV")
-    p.add_argument("--out", help="write the forecast CSV here (default: print it)")
-    p.add_argument("--fill", choices=FILL_METHODS, help="fill missing values this way")
-    p.set_defaults(func=cmd_forecast)

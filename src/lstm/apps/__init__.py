@@ -1,2 +1,0 @@
-"""The applications: sentiment analysis and forecasting, end to end (data, models, baselines,
-reports, command line)."""

