@@ -313,11 +313,11 @@ def calendar_features(index) -> tuple[np.ndarray, list[str]]:
             cols += [np.sin(2 * np.pi * k * day_fraction), np.cos(2 * np.pi * k * day_fraction)]
             names += [f"day_sin{k}", f"day_cos{k}"]
     if step <= 86400:
-        dow = index.dayofweek.to_numpy() if hasattr(index, "dayofweek") else index.day_of_week
+        dow = index.day_of_week
         for d in range(7):
             cols.append((np.asarray(dow) == d).astype(float))
             names.append(f"dow{d}")
-    year_fraction = (index.dayofyear.to_numpy() - 1 + np.asarray(index.hour) / 24) / 365.25
+    year_fraction = (np.asarray(index.day_of_year) - 1 + np.asarray(index.hour) / 24) / 365.25
     for k in (1, 2):
         cols += [np.sin(2 * np.pi * k * year_fraction), np.cos(2 * np.pi * k * year_fraction)]
         names += [f"year_sin{k}", f"year_cos{k}"]

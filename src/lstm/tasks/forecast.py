@@ -111,7 +111,7 @@ def _linear_design(series: Series, t: np.ndarray, lags: Sequence[int], windows: 
     position = np.eye(P)[t % P] if P > 1 else np.ones((len(t), 1))  # (S, P)
     cols = [position]
     if series.index is not None and (series.index[1] - series.index[0]).total_seconds() < 86400:
-        cols.append(np.eye(7)[np.asarray(series.index[t].dayofweek)])
+        cols.append(np.eye(7)[np.asarray(series.index[t].day_of_week)])
     for k in range(series.covariates.shape[1]):
         c = series.covariates[:, k]
         cols += [np.stack([c[t], c[t] ** 2], 1), position * c[t][:, None]]

@@ -1,0 +1,227 @@
+"""Sentiment: loaders on small files (and malformed ones), the fixed split, the packed classifier's
+padding invariance, LM initialisation, a short training run that must beat a bar, and the CLI."""
+
+import numpy as np
+import pytest
+import torch
+
+from lstm.cli import main
+from lstm.data.sentiment import (
+    LabelledText,
+    LengthBatches,
+    SentimentDataError,
+    build_vocab,
+    load_aclimdb,
+    load_csv,
+    split_dataset,
+)
+from lstm.models.classifier import (
+    ClassifierConfig,
+    RecurrentClassifier,
+    build_classifier,
+    init_from_language_model,
+)
+from lstm.models.language_model import LMConfig, RecurrentLM
+from lstm.tasks.sentiment import train_classifier
+from lstm.training import TrainConfig
+
+POSITIVE = ["great", "wonderful", "superb", "moving", "brilliant"]
+NEGATIVE = ["awful", "dull", "boring", "terrible", "lifeless"]
+FILLER = ["the", "film", "a", "plot", "actor", "was", "and", "it", "scene", "of", "music", "story"]
+
+
+def toy_reviews(n: int, seed: int = 0) -> LabelledText:
+    """Reviews whose label is the majority of sentiment words among filler (varied lengths)."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for _ in range(n):
+        label = int(rng.integers(2))
+        words = list(rng.choice(FILLER, size=int(rng.integers(4, 30))))
+        strong = POSITIVE if label else NEGATIVE
+        weak = NEGATIVE if label else POSITIVE
+        for w in list(rng.choice(strong, 2)) + list(rng.choice(weak, int(rng.integers(0, 2)))):
+            words.insert(int(rng.integers(len(words) + 1)), w)
+        texts.append(" ".join(words) + ".")
+        labels.append(label)
+    return LabelledText(texts, np.array(labels), ["negative", "positive"])
+
+
+def test_load_csv_with_named_columns_and_string_labels(tmp_path):
+    f = tmp_path / "r.csv"
+    f.write_text('review,stars\n"Great, really",pos\nawful<br />film,neg\n"fine, ""ok""",pos\n')
+    data = load_csv(f, "review", "stars")
+    assert data.label_names == ["neg", "pos"]
+    assert data.labels.tolist() == [1, 0, 1]
+    assert data.texts[2] == 'fine, "ok"'
+    ints = tmp_path / "i.csv"
+    ints.write_text("text,label\na,0\nb,2\nc,1\n")
+    assert load_csv(ints).label_names == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        ("text,label\na,1\n", ("txt", "label"), r"column 'txt' is not in .*--text-col"),
+        ("text,label\na,1\n", ("text", "y"), r"column 'y' is not in .*--label-col"),
+        ("text,label\na,1\n ,0\n", ("text", "label"), r"column 'text' .* is empty at row 2"),
+        ("text,label\na,1\nb,\n", ("text", "label"), r"column 'label' .* is empty at row 2"),
+        ("text,label\na,1\nb,1\n", ("text", "label"), "single class"),
+        ("text,label\n", ("text", "label"), "no data rows"),
+        ('text,label\n"a,1\n', ("text", "label"), "cannot be parsed"),
+    ],
+)
+def test_load_csv_errors(tmp_path, content, args, message):
+    f = tmp_path / "bad.csv"
+    f.write_text(content)
+    with pytest.raises(SentimentDataError, match=message):
+        load_csv(f, *args)
+
+
+def test_aclimdb_layout(tmp_path):
+    root = tmp_path / "aclImdb"
+    for split in ("train", "test"):
+        for label in ("neg", "pos"):
+            (root / split / label).mkdir(parents=True)
+            for k in range(2):
+                (root / split / label / f"{k}_7.txt").write_text(f"{split} {label} {k}")
+    data = load_aclimdb(root)
+    assert len(data) == 8 and data.labels.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
+    assert data.texts[2] == "train pos 0"
+    assert len(load_aclimdb(root, "test")) == 4
+    (root / "test" / "pos" / "0_7.txt").unlink()
+    (root / "test" / "pos" / "1_7.txt").unlink()
+    (root / "test" / "pos").rmdir()
+    with pytest.raises(SentimentDataError, match=r"test/pos' is missing"):
+        load_aclimdb(root)
+    with pytest.raises(SentimentDataError, match="does not exist"):
+        load_aclimdb(tmp_path / "nowhere")
+
+
+def test_the_fixed_split_is_stratified_and_reproducible():
+    from sklearn.model_selection import train_test_split
+
+    data = toy_reviews(500)
+    split = split_dataset(data)
+    assert (len(split.train), len(split.val), len(split.test)) == (360, 40, 100)
+    _, test_index = train_test_split(np.arange(500), test_size=0.2, random_state=0,
+                                     stratify=data.labels)  # fmt: skip
+    assert split.test.texts == [data.texts[i] for i in test_index]
+    for part in (split.train, split.val, split.test):
+        assert abs(part.labels.mean() - data.labels.mean()) < 0.02
+    with pytest.raises(SentimentDataError, match="too few examples"):
+        split_dataset(toy_reviews(6))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("pooling", ["last", "concat"])
+def test_padding_never_changes_a_prediction(cell, pooling):
+    """A text's logits are the same alone and in a batch padded to a longer text (float64)."""
+    torch.manual_seed(0)
+    config = ClassifierConfig(vocab_size=30, cell=cell, embed_size=6, hidden_size=5, num_layers=2,
+                              pooling=pooling, dropout=0.0)  # fmt: skip
+    model = RecurrentClassifier(config).double().eval()
+    short = torch.randint(1, 30, (1, 4))
+    batch = torch.zeros(2, 9, dtype=torch.long)
+    batch[0] = torch.randint(1, 30, (9,))
+    batch[1, :4] = short[0]
+    alone = model(short, torch.tensor([4]))
+    padded = model(batch, torch.tensor([9, 4]))
+    assert (alone[0] - padded[1]).abs().max() < 1e-12
+
+
+def test_transformer_classifier_ignores_padding():
+    torch.manual_seed(0)
+    config = ClassifierConfig(vocab_size=30, cell="transformer", hidden_size=8, num_layers=1,
+                              num_heads=2, dropout=0.0, pooling="concat")  # fmt: skip
+    model = build_classifier(config).double().eval()
+    short = torch.randint(1, 30, (1, 4))
+    batch = torch.zeros(2, 7, dtype=torch.long)
+    batch[0] = torch.randint(1, 30, (7,))
+    batch[1, :4] = short[0]
+    assert (
+        model(short, torch.tensor([4]))[0] - model(batch, torch.tensor([7, 4]))[1]
+    ).abs().max() < 1e-10
+
+
+def test_init_from_language_models_copies_both_directions():
+    torch.manual_seed(0)
+    lm_config = LMConfig(vocab_size=20, cell="lstm", embed_size=6, hidden_size=5, num_layers=2)
+    forward, backward = RecurrentLM(lm_config).state_dict(), RecurrentLM(lm_config).state_dict()
+    clf = RecurrentClassifier(ClassifierConfig(vocab_size=20, embed_size=6, hidden_size=5,
+                                               num_layers=2))  # fmt: skip
+    copied = init_from_language_model(clf, forward, backward)
+    own = clf.state_dict()
+    assert torch.equal(own["rnn.weight_hh_l1"], forward["rnn.weight_hh_l1"])
+    assert torch.equal(own["rnn.weight_ih_l0_reverse"], backward["rnn.weight_ih_l0"])
+    assert torch.equal(own["embedding.weight"],
+                       (forward["embedding.weight"] + backward["embedding.weight"]) / 2)  # fmt: skip
+    assert "rnn.weight_ih_l1" not in copied  # reads both directions: 2H wide
+    wrong = RecurrentClassifier(ClassifierConfig(vocab_size=21, embed_size=6, hidden_size=5))
+    with pytest.raises(ValueError, match="vocabularies must match"):
+        init_from_language_model(wrong, forward)
+
+
+def test_length_batches_are_deterministic_per_epoch():
+    ids = [torch.arange(1, n + 1) for n in (3, 9, 1, 5, 7, 2)]
+    batches = LengthBatches(ids, np.arange(6) % 2, batch_size=2, seed=3)
+    first = [b[1].tolist() for b in batches]
+    assert first == [b[1].tolist() for b in batches]
+    batches.set_epoch(1)
+    flat = [i for b in batches for i in b[1].tolist()]
+    assert sorted(flat) == sorted(i for f in first for i in f)
+    tokens, lengths, _ = next(iter(batches))
+    assert tokens.shape == (2, int(lengths.max()))
+
+
+@pytest.mark.slow
+def test_short_training_learns_the_toy_reviews():
+    """About ten seconds of training: at least 90% test accuracy on reviews whose label is the
+    majority of their sentiment words (chance is 50%)."""
+    split = split_dataset(toy_reviews(900))
+    vocab = build_vocab(split.train.texts)
+    config = ClassifierConfig(vocab_size=len(vocab), embed_size=16, hidden_size=16, dropout=0.1)
+    train = TrainConfig(steps=120, lr=1e-2, progress=False, carry_state=False, eval_every=40)
+    run = train_classifier(split, config, train, vocab=vocab, batch_size=32)
+    assert run.test["accuracy"] >= 0.90, run.test
+    assert sum(map(sum, run.test["confusion"])) == len(split.test)
+
+
+@pytest.mark.slow
+def test_cli_train_predict_evaluate(tmp_path, capsys):
+    data = toy_reviews(300)
+    f = tmp_path / "r.csv"
+    import pandas as pd
+
+    pd.DataFrame({"review": data.texts,
+                  "mood": np.where(data.labels == 1, "happy", "sad")}).to_csv(f, index=False)  # fmt: skip
+    out = tmp_path / "run"
+    rc = main(["train", "sentiment", "--csv", str(f), "--text-col", "review", "--label-col",
+               "mood", "--steps", "60", "--lr", "1e-2", "--embed", "16", "--hidden", "16",
+               "--no-progress", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    report = (out / "report.md").read_text()
+    assert "| LSTM |" in report and "TF-IDF" in report
+    assert (out / "confusion-lstm.png").stat().st_size > 1000
+    capsys.readouterr()
+    assert main(["predict", str(out), "a great and superb film", "dull, boring and awful"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["happy", "sad"]
+    assert all(0.5 <= float(line.split("\t")[1]) <= 1 for line in lines)
+    assert main(["evaluate", str(out), "--csv", str(f), "--text-col", "review",
+                 "--label-col", "mood"]) == 0  # fmt: skip
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    f = tmp_path / "r.csv"
+    f.write_text("text,label\na,1\nb,0\n")
+    cases = [
+        (["train", "sentiment", "--csv", str(tmp_path / "no.csv")], "does not exist"),
+        (["train", "sentiment", "--csv", str(f), "--text-col", "body"], "column 'body' is not in"),
+        (["train", "sentiment", "--csv", str(f)], "too few examples"),
+        (["predict", str(tmp_path), "text"], "is not a checkpoint"),
+    ]
+    for argv, message in cases:
+        assert main([*argv, "--no-progress"] if argv[0] == "train" else argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
