@@ -150,7 +150,7 @@ def test_checkpoint_errors(tmp_path, trained, capsys):
             "argument --device: should be cpu or cuda[:N], got 'tpu'",
         ),
         (["train", "lm", "--bogus"], "unrecognized arguments: --bogus"),
-        (["train", "sentiment"], "argument TASK: invalid choice: 'sentiment'"),
+        (["train", "poetry"], "argument TASK: invalid choice: 'poetry'"),  # not a task
         (["train"], "give a TASK: one of lm"),
         ([], "give a COMMAND"),
         (
