@@ -14,9 +14,10 @@ bptt       the same forward loop, with the hand-written backward of :mod:`lstm.b
 cpu        fused C++ time loops, forward and BPTT (:mod:`lstm.kernels.cpu`), built on first use;
            ``"auto"`` picks it for CPU float32/float64 tensors, or ``bptt`` (after one warning)
            where it cannot be built
+triton     fused Triton kernels, forward and BPTT (:mod:`lstm.kernels.triton`): picked by
+           ``"auto"`` for CUDA float32/bfloat16 tensors; on a CPU it runs only when asked for by
+           name under ``TRITON_INTERPRET=1`` (the Triton interpreter: slow, for tests)
 ========== ======================================================================================
-
-GPU backends register themselves here beside these.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class Backend:
     """A named implementation of the three sequence functions.
 
     ``supports(device, dtype)`` says whether it can run tensors of that device and dtype;
-    ``auto_priority`` orders the candidates of ``backend="auto"`` (higher first, negative never).
+    ``auto_priority`` orders the candidates of ``backend="auto"`` (higher first, negative never);
+    ``auto_supports``, when given, narrows where ``"auto"`` may pick it (a backend that can run
+    somewhere only slowly, when asked for by name).
     """
 
     name: str
@@ -43,6 +46,7 @@ class Backend:
     rnn: Callable
     supports: Callable[[torch.device, torch.dtype], bool] = field(default=lambda d, t: True)
     auto_priority: int = 0
+    auto_supports: Callable[[torch.device, torch.dtype], bool] | None = None
 
 
 _REGISTRY: dict[str, Callable[[], Backend | None]] = {}
@@ -85,7 +89,7 @@ def get_backend(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
 def _resolve(name: str, device: torch.device, dtype: torch.dtype) -> Backend:
     if name == "auto":
         candidates = [b for b in map(_load, _REGISTRY) if b is not None and b.auto_priority >= 0]
-        candidates = [b for b in candidates if b.supports(device, dtype)]
+        candidates = [b for b in candidates if (b.auto_supports or b.supports)(device, dtype)]
         return max(candidates, key=lambda b: b.auto_priority)
     if name not in _REGISTRY:
         raise ValueError(f"backend should be 'auto' or one of {sorted(_REGISTRY)}, got {name!r}")
@@ -125,3 +129,33 @@ def _cpu() -> Backend | None:
 
 
 register_backend("cpu", _cpu)
+
+
+def _triton() -> Backend | None:
+    """The Triton backend where it can run: a CUDA device, or the interpreter (TRITON_INTERPRET=1,
+    which must be set before the first use). Without either, nothing is imported."""
+    import os
+    import warnings
+
+    interpret = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
+    if not interpret and not torch.cuda.is_available():
+        return None
+    try:
+        from lstm.kernels import triton as kernels
+    except ImportError as error:  # triton missing, or a build that does not load here
+        warnings.warn(f"the triton backend is unavailable: {error}", stacklevel=2)
+        return None
+    dtypes = kernels.SUPPORTED_DTYPES
+
+    def supports(device: torch.device, dtype: torch.dtype) -> bool:
+        if dtype not in dtypes:
+            return False
+        return device.type == "cpu" if kernels.interpreted() else device.type == "cuda"
+
+    return Backend(
+        "triton", kernels.lstm, kernels.gru, kernels.rnn, supports=supports, auto_priority=100,
+        auto_supports=lambda device, dtype: device.type == "cuda" and supports(device, dtype),
+    )  # fmt: skip
+
+
+register_backend("triton", _triton)
