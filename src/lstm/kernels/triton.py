@@ -659,6 +659,30 @@ def _blocks(B: int) -> dict[str, int]:
     )
 
 
+def _project_inputs(x: Tensor, weight_ih: Tensor, bias: Tensor | None) -> Tensor:
+    """``x·W_ihᵀ + b`` for all ``T·B`` rows as one GEMM, kept in float32: ``(T, B, I) -> (T, B, G)``.
+
+    For bfloat16 the product still runs in bfloat16 (on a GPU, tensor cores with a float32
+    result); keeping the result in float32 spares the pre-activations one bfloat16 rounding, the
+    largest error of the step otherwise.
+    """
+    if x.dtype == torch.float32:
+        return input_projection(x, weight_ih, bias).contiguous()
+    T, B, I = x.shape
+    x2 = x.reshape(T * B, I)
+    out = None
+    if x.is_cuda:
+        try:
+            out = torch.mm(x2, weight_ih.T, out_dtype=torch.float32)
+        except (TypeError, RuntimeError, NotImplementedError):  # a torch without out_dtype
+            out = None
+    if out is None:
+        out = x2.float() @ weight_ih.float().T
+    if bias is not None:
+        out += bias.float()
+    return out.reshape(T, B, weight_ih.shape[0])
+
+
 def _weight_grads(
     d_pre: Tensor,  # (T, B, G) gradient at the pre-activations
     x: Tensor,  # (T, B, I)
@@ -689,12 +713,12 @@ def _lstm_forward(x, h0, c0, weight_ih, weight_hh, bias, weight_hr, mask):
     H = weight_hh.shape[0] // 4
     P = weight_hh.shape[1]
     projected = weight_hr is not None
-    xp = input_projection(x, weight_ih, bias).contiguous()  # (T, B, 4H)
+    xp = _project_inputs(x, weight_ih, bias)  # (T, B, 4H)
     w_t = weight_hh.t().contiguous()  # (P, 4H)
     mask8 = _mask_int8(mask, T, B)
     h_all = x.new_empty(T, B, P)
     c_all = torch.empty(T, B, H, dtype=torch.float32, device=x.device)
-    gates = x.new_empty(T, B, 4 * H)
+    gates = torch.empty(T, B, 4 * H, dtype=torch.float32, device=x.device)
     h0 = h0.to(x.dtype).contiguous()  # (B, P)
     c0 = c0.to(torch.float32).contiguous()  # (B, H)
     fp32_dot = _fp32_dot(x.dtype)
@@ -798,7 +822,7 @@ class _LSTMFunction(torch.autograd.Function):
             x, h0, c0, weight_ih, weight_hh, weight_hr, mask, h_all, c_all, gates, h_raw
         )
         ctx.set_materialize_grads(False)
-        return h_all, c_all if x.dtype == torch.float32 else c_all.to(x.dtype), gates
+        return h_all, c_all.to(x.dtype), gates.to(x.dtype)  # no copy for float32
 
     @staticmethod
     @once_differentiable
@@ -811,11 +835,11 @@ class _LSTMFunction(torch.autograd.Function):
 def _gru_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, mask):
     T, B, _ = x.shape
     H = weight_hh.shape[1]
-    gx = input_projection(x, weight_ih, bias_ih).contiguous()  # (T, B, 3H)
+    gx = _project_inputs(x, weight_ih, bias_ih)  # (T, B, 3H)
     w_t = weight_hh.t().contiguous()  # (H, 3H)
     mask8 = _mask_int8(mask, T, B)
     h_all = x.new_empty(T, B, H)
-    gates = x.new_empty(T, B, 3 * H)
+    gates = torch.empty(T, B, 3 * H, dtype=torch.float32, device=x.device)
     ghn_all = torch.empty(T, B, H, dtype=torch.float32, device=x.device)
     h_prev = h0.to(x.dtype).contiguous()
     grid = _grid(B, H)
@@ -836,7 +860,7 @@ class _GRUFunction(torch.autograd.Function):
         h_all, gates, ghn_all = _gru_forward(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, mask)
         ctx.save_for_backward(x, h0, weight_ih, weight_hh, mask, h_all, gates, ghn_all)
         ctx.set_materialize_grads(False)
-        return h_all, gates
+        return h_all, gates.to(x.dtype)
 
     @staticmethod
     @once_differentiable
@@ -880,7 +904,7 @@ class _GRUFunction(torch.autograd.Function):
 def _rnn_forward(x, h0, weight_ih, weight_hh, bias, mask, nonlinearity):
     T, B, _ = x.shape
     H = weight_hh.shape[0]
-    xp = input_projection(x, weight_ih, bias).contiguous()  # (T, B, H)
+    xp = _project_inputs(x, weight_ih, bias)  # (T, B, H)
     w_t = weight_hh.t().contiguous()  # (H, H)
     mask8 = _mask_int8(mask, T, B)
     h_all = x.new_empty(T, B, H)
