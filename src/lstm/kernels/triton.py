@@ -31,12 +31,14 @@ be set by ``benchmarks/gpu_lstm.py``.
 
 Numerics: float32 and bfloat16 inputs. The recurrent product accumulates in float32 (``tl.dot``
 with float32 accumulators; float32 operands use ``input_precision="ieee"``, not TF32, so float32
-results match the reference to rounding); gate arithmetic and the LSTM cell state are float32
-throughout (the cell state is kept in float32 between steps and cast to the input dtype only in the
-returned ``c_all``); ``h`` is stored in the input dtype, since it is the next step's GEMM operand.
-Under the Triton interpreter (``TRITON_INTERPRET=1``, how the tests run on a CPU) bfloat16 GEMM
-operands are widened to float32 first, because the interpreter's ``tl.dot`` does not support
-bfloat16; the widening is exact, so the products are the same and only the summation order differs.
+results match the reference to rounding). For bfloat16 the input projection's result, the gate
+activations saved for the backward and the LSTM cell state are kept in float32 (the returned
+``gates`` and ``c_all`` are cast to bfloat16); ``h``, the next step's GEMM operand, and the
+backward's pre-activation gradients, the operands of the big weight-gradient GEMMs, are stored in
+bfloat16. Under the Triton interpreter (``TRITON_INTERPRET=1``, how the tests run on a CPU)
+bfloat16 GEMM operands are widened to float32 first, because the interpreter's ``tl.dot`` does not
+support bfloat16; the widening is exact, so the products are the same and only the summation
+order differs from the GPU's.
 
 The LSTM projection (``proj_size > 0``, ``h = W_hr·(o ⊙ tanh C)``) runs in torch between the
 step launches (the kernel writes the unprojected ``o ⊙ tanh C``; torch projects and applies the
@@ -93,6 +95,7 @@ class Config:
     persistent_max_hidden: int = 64
     persistent_max_batch: int = 64
     num_warps: int = 4
+    persistent_num_warps: int = 8  # 4·64·64 float32 weights in registers need the threads
 
 
 config = Config()
@@ -728,7 +731,7 @@ def _lstm_forward(x, h0, c0, weight_ih, weight_hh, bias, weight_hr, mask):
         _lstm_fwd_persistent[(triton.cdiv(B, block_b),)](
             xp, h0, c0, w_t, c_all if mask8 is None else mask8, h_all, c_all, gates, T, B, H,
             HAS_MASK=mask8 is not None, FP32_DOT=fp32_dot, BLOCK_B=block_b,
-            H_PAD=_pow2_at_least_16(H), num_warps=config.num_warps,
+            H_PAD=_pow2_at_least_16(H), num_warps=config.persistent_num_warps,
         )  # fmt: skip
         return h_all, c_all, gates, None
 
