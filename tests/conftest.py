@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+# The Triton kernels are tested on the CPU under Triton's interpreter, and Triton reads
+# TRITON_INTERPRET when it is first imported, which other parts of the suite (and torch itself)
+# may do first: so it is set for the whole session, before any test runs. With a GPU the kernels
+# are compiled and tested for real.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # float32 and float64 tolerances of the issue: max abs error against torch.nn.
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}

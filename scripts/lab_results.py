@@ -1,0 +1,91 @@
+"""The long-time-lag experiments against Hochreiter and Schmidhuber (1997), and the forget-gate
+bias effect (Jozefowicz et al. 2015): runs `lstm lab` configurations over seeds and writes a
+markdown table (docs/results/lab.md) and the raw results (docs/results/lab.json).
+
+    .venv/bin/python scripts/lab_results.py                      # the default set below
+    .venv/bin/python scripts/lab_results.py --quick              # a smoke test (seconds)
+    .venv/bin/python scripts/lab_results.py --only adding:100 --seeds 3 --steps 4000
+
+Every run stops when its 2,560 test sequences are all right, or at the step budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from lstm.tasks.lab import format_result, run_lab
+
+# (task, T, cell, forget-gate bias): the paper's table and the bias comparison.
+DEFAULT = [
+    ("adding", 100, "lstm", 1.0),
+    ("adding", 100, "gru", None),
+    ("adding", 100, "rnn", None),
+    ("adding", 100, "lstm", 0.0),
+    ("adding", 100, "lstm", 3.0),
+    ("temporal-order-6a", 100, "lstm", 1.0),
+    ("temporal-order-6a", 100, "gru", None),
+    ("temporal-order-6a", 100, "rnn", None),
+    ("temporal-order-6b", 100, "lstm", 1.0),
+    ("adding", 500, "lstm", 1.0),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4000, help="update budget per run")
+    parser.add_argument("--minutes", type=float, default=None, help="time budget per run")
+    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--only", default=None, help="task:T[,task:T] to run a subset")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="docs/results")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    configs = DEFAULT
+    if args.only:
+        wanted = {(t.split(":")[0], int(t.split(":")[1])) for t in args.only.split(",")}
+        configs = [c for c in configs if (c[0], c[1]) in wanted]
+    if args.quick:
+        configs, args.seeds, args.steps = [("adding", 20, "lstm", 1.0)], 1, 20
+    results, t0 = [], time.time()
+    for task, T, cell, bias in configs:
+        for seed in range(args.seeds):
+            r = run_lab(task, cell=cell, length=T, hidden_size=args.hidden, batch_size=args.batch,
+                        steps=args.steps, minutes=args.minutes, lr=args.lr,
+                        forget_bias=bias if bias is not None else 1.0, eval_every=100, seed=seed,
+                        progress=False)  # fmt: skip
+            print(format_result(r) + (f" [b_f={bias}]" if cell == "lstm" else ""), flush=True)
+            results.append(asdict(r))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lab.json").write_text(json.dumps(results, indent=1) + "\n")
+    lines = [
+        "| task | T | cell | forget bias | wrong of 2,560 (per seed) | sequences to solve (per seed) | paper |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, T, cell, bias in configs:
+        rs = [r for r in results if r["task"] == task and r["config"]["length"] == T
+              and r["cell"] == cell and r["config"]["forget_bias"] == (bias if cell == "lstm" else None)]  # fmt: skip
+        wrong = ", ".join(str(r["wrong"]) for r in rs)
+        solved = ", ".join(f"{r['solved_after']:,}" if r["solved_after"] else "not solved" for r in rs)
+        lines.append(f"| {task} | {T} | {cell} | {bias if cell == 'lstm' else '-'} | {wrong} | "
+                     f"{solved} | {rs[0]['paper'] if rs else ''} |")  # fmt: skip
+    budget = f"{args.steps:,} updates" + (f" or {args.minutes} min" if args.minutes else "")
+    lines.append("")
+    lines.append(f"Budget per run: {budget} of batch {args.batch} (so at most "
+                 f"{args.steps * args.batch:,} sequences), hidden {args.hidden}, Adam lr {args.lr}, "
+                 f"clip 1.0; {args.seeds} seeds; {time.time() - t0:.0f} s in all.")  # fmt: skip
+    (out / "lab.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
