@@ -68,14 +68,18 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "lab.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = [
-        "| task | T | cell | forget bias | wrong of 2,560 (per seed) | sequences to solve (per seed) | paper |",
+        "| task | T | cell | forget bias | wrong of 2,560 (per seed) "
+        "| sequences to solve (per seed) | paper |",
         "|---|---|---|---|---|---|---|",
     ]
     for task, T, cell, bias in configs:
+        want_bias = bias if cell == "lstm" else None
         rs = [r for r in results if r["task"] == task and r["config"]["length"] == T
-              and r["cell"] == cell and r["config"]["forget_bias"] == (bias if cell == "lstm" else None)]  # fmt: skip
+              and r["cell"] == cell and r["config"]["forget_bias"] == want_bias]  # fmt: skip
         wrong = ", ".join(str(r["wrong"]) for r in rs)
-        solved = ", ".join(f"{r['solved_after']:,}" if r["solved_after"] else "not solved" for r in rs)
+        solved = ", ".join(
+            f"{r['solved_after']:,}" if r["solved_after"] else "not solved" for r in rs
+        )
         lines.append(f"| {task} | {T} | {cell} | {bias if cell == 'lstm' else '-'} | {wrong} | "
                      f"{solved} | {rs[0]['paper'] if rs else ''} |")  # fmt: skip
     budget = f"{args.steps:,} updates" + (f" or {args.minutes} min" if args.minutes else "")

@@ -199,3 +199,16 @@ def test_word_and_bpe_language_models(tmp_path, capsys, level):
     assert len(words) == 3 and all(words) and 0 < sum(probs) <= 1
     if level[1] == "word":
         assert "door" in words  # learned from 20 repetitions of the verse
+
+
+def test_bench_finds_the_benchmarks_and_reports_no_gpu(capsys, monkeypatch, tmp_path):
+    """`lstm bench gpu` from any directory finds the repository's benchmarks; without CUDA it
+    says so in one line and exits 2."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the GPU benchmark would run")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "gpu"]) == 2
+    err = capsys.readouterr()
+    assert "CUDA" in (err.out + err.err)

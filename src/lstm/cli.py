@@ -446,6 +446,37 @@ COMMANDS["lab"] = (
     "long-time-lag experiments (adding, temporal order, Reber, copy, pixels) judged as the papers do",
     *_lazy("lstm.tasks.lab", "add_lab_arguments", "run_lab_command"),
 )
+
+
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("suite", nargs="?", choices=["cpu", "gpu"], default="cpu",
+                   help="cpu: fused CPU kernels vs oneDNN/ONNX Runtime; gpu: Triton vs cuDNN")  # fmt: skip
+    p.add_argument("options", nargs=argparse.REMAINDER, help="passed to the benchmark script")
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import importlib
+    from pathlib import Path
+
+    name = {"cpu": "benchmarks.cpu_lstm", "gpu": "benchmarks.gpu_lstm"}[args.suite]
+    # The benchmarks are scripts of the repository, not of the package: look for them in the
+    # current directory and in the checkout this package was installed from (editable install).
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / "benchmarks" / "__init__.py").is_file() and str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+            break
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError:
+        raise UsageError(
+            f"{name} is not importable: the benchmarks live in the repository's benchmarks/ "
+            "folder; run `lstm bench` from a checkout's root"
+        ) from None
+    return int(module.main(args.options) or 0)
+
+
+COMMANDS["bench"] = ("benchmarks: ours against the best peers, measured in one run", _add_bench,
+                     _run_bench)  # fmt: skip
 COMMANDS["viz"] = (
     "see inside: gradient flow over lags, gate and cell activations of a language model",
     *_lazy("lstm.tasks.inside", "add_viz_arguments", "run_viz"),
