@@ -291,12 +291,9 @@ def plot_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    from lstm.viz import save_figure
+
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,8 +25,22 @@ __all__ = [
     "gates_html",
     "plot_gate_heatmaps",
     "plot_gradient_flow",
+    "save_figure",
     "text_features",
 ]
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Writes a matplotlib figure as PNG atomically (a temporary file, then a rename: a reader or
+    a kill never sees half a picture) and closes it. Returns the path."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, format="png", dpi=dpi)
+    _pyplot().close(fig)
+    os.replace(tmp, path)
+    return path
 
 
 def _pyplot():
@@ -54,10 +68,7 @@ def plot_gradient_flow(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gate_heatmaps(
@@ -95,10 +106,7 @@ def plot_gate_heatmaps(
             ax.set_xticklabels([repr(ch)[1:-1] for ch in text], fontsize=6, family="monospace")
     axes[0, 0].set_title(title or "gate activations over time (units down, steps across)")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _colour(value: float, signed: bool) -> str:

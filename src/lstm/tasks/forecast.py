@@ -237,12 +237,9 @@ def plot_forecast(
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    from lstm.viz import save_figure
+
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------------------------

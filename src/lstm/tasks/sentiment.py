@@ -122,12 +122,9 @@ def plot_confusion(
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    from lstm.viz import save_figure
+
+    return save_figure(fig, path)
 
 
 TFIDF_C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
