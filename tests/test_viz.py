@@ -40,7 +40,8 @@ def test_gates_html_colours_every_character_and_escapes():
     body = page.split("<body>")[1]
     assert ">&lt;</span>" in body and ">&gt;</span>" in body and ">&quot;</span>" in body
     assert "<b>" not in body
-    assert "rgb(255,0,0)" in page and "rgb(0,0,255)" in page  # +1 red, -1 blue
+    assert "rgb(255,102,102)" in page and "rgb(102,102,255)" in page  # +1 red, -1 blue (60%)
+    assert "rgb(255,255,255)" in page  # 0 white
     assert 'title="+1.000"' in page and 'title="-1.000"' in page
     assert "↵" in page and "<br>" in page
     with pytest.raises(ValueError, match="has 3 values but the text has 9 characters"):
@@ -80,8 +81,8 @@ def test_gates_html_renders_in_headless_chromium(tmp_path):
         capture_output=True, timeout=120,
     )  # fmt: skip
     pixels = torch.tensor(mpimg.imread(shot))[..., :3]  # (H, W, 3) in [0, 1]
-    red = ((pixels[..., 0] > 0.9) & (pixels[..., 1] < 0.2) & (pixels[..., 2] < 0.2)).sum()
-    blue = ((pixels[..., 2] > 0.9) & (pixels[..., 0] < 0.2) & (pixels[..., 1] < 0.2)).sum()
+    red = ((pixels[..., 0] > 0.9) & (pixels[..., 1] < 0.45) & (pixels[..., 2] < 0.45)).sum()
+    blue = ((pixels[..., 2] > 0.9) & (pixels[..., 0] < 0.45) & (pixels[..., 1] < 0.45)).sum()
     assert red > 200 and blue > 200
 
 

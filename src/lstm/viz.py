@@ -110,14 +110,14 @@ def plot_gate_heatmaps(
 
 
 def _colour(value: float, signed: bool) -> str:
-    """Red for positive, blue for negative (signed); white to green for [0, 1] gates."""
+    """Red for positive, blue for negative (signed); white to green for [0, 1] gates. The
+    diverging colours stop at 60% intensity, so black text stays readable on them."""
     if math.isnan(value):
         return "#ffffff"
     if signed:
         v = max(-1.0, min(1.0, value))
-        if v >= 0:
-            return f"rgb(255,{int(255 * (1 - v))},{int(255 * (1 - v))})"
-        return f"rgb({int(255 * (1 + v))},{int(255 * (1 + v))},255)"
+        fade = round(255 * (1 - 0.6 * abs(v)))
+        return f"rgb(255,{fade},{fade})" if v >= 0 else f"rgb({fade},{fade},255)"
     v = max(0.0, min(1.0, value))
     return f"rgb({int(255 * (1 - v))},{int(255 - 80 * v)},{int(255 * (1 - v))})"
 
