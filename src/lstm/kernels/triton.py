@@ -170,6 +170,29 @@ def _load_mask(mask_ptr, rows, B):
 
 
 @triton.jit
+def _grad_arriving_at_h(
+    grad_h_ptr, d_next_ptr, w_ptr, rows, cols, ok, at_h, B, H, K,
+    HAS_GRAD_H: tl.constexpr, LAST: tl.constexpr, FP32_DOT: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """The gradient at h_t from the output at t and from step t+1's pre-activations:
+    ``grad_h[t] + d_next · W_hh`` (the recurrent GEMM, ``d_next`` (B, K), ``W_hh`` (K, H)). Each
+    cell adds its own pass-through term (padding, or the GRU's ``z ⊙ h``)."""
+    dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+    if HAS_GRAD_H:
+        dh += tl.load(grad_h_ptr + at_h, mask=ok, other=0.0).to(tl.float32)
+    if not LAST:
+        for k0 in range(0, K, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            d_ok = (rows[:, None] < B) & (ks[None, :] < K)
+            d = tl.load(d_next_ptr + rows[:, None] * K + ks[None, :], mask=d_ok, other=0.0)
+            w_ok = (ks[:, None] < K) & (cols[None, :] < H)
+            w = tl.load(w_ptr + ks[:, None] * H + cols[None, :], mask=w_ok, other=0.0)
+            dh += _dot(d, w, FP32_DOT)
+    return dh
+
+
+@triton.jit
 def _lstm_fwd_step(
     xp_ptr,  # (B, 4H)  W_ih x_t + b, this step
     h_prev_ptr,  # (B, P)  h_{t-1}
@@ -348,17 +371,11 @@ def _lstm_bwd_step(
     else:
         # The total gradient at h_t: from the output at t, through step t+1's gates
         # (dz_{t+1} · W_hh, the recurrent GEMM over K = 4H) and past step t+1 if it was padding.
-        dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-        if HAS_GRAD_H:
-            dh += tl.load(grad_h_ptr + at_h, mask=ok, other=0.0).to(tl.float32)
+        dh = _grad_arriving_at_h(
+            grad_h_ptr, dz_next_ptr, w_ptr, rows, cols, ok, at_h, B, H, G,
+            HAS_GRAD_H, LAST, FP32_DOT, BLOCK_B, BLOCK_H, BLOCK_K,
+        )  # fmt: skip
         if not LAST:
-            for k0 in range(0, G, BLOCK_K):
-                ks = k0 + tl.arange(0, BLOCK_K)
-                dz_ok = (rows[:, None] < B) & (ks[None, :] < G)
-                dz = tl.load(dz_next_ptr + rows[:, None] * G + ks[None, :], mask=dz_ok, other=0.0)
-                w_ok = (ks[:, None] < G) & (cols[None, :] < H)
-                w = tl.load(w_ptr + ks[:, None] * H + cols[None, :], mask=w_ok, other=0.0)
-                dh += _dot(dz, w, FP32_DOT)
             if HAS_MASK:
                 skipped = 1.0 - _load_mask(mask_next_ptr, rows, B)
                 dh += skipped * tl.load(dh_next_ptr + at_h, mask=ok, other=0.0)
@@ -494,17 +511,11 @@ def _gru_bwd_step(
 
     # Total gradient at h_t: output at t, + step t+1's gates (d_gh · W_hh, K = 3H), + the direct
     # path h_{t+1} = ... + z ⊙ h_t (or the whole gradient, where step t+1 was padding).
-    dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    if HAS_GRAD_H:
-        dh += tl.load(grad_h_ptr + at_h, mask=ok, other=0.0).to(tl.float32)
+    dh = _grad_arriving_at_h(
+        grad_h_ptr, dgh_next_ptr, w_ptr, rows, cols, ok, at_h, B, H, G,
+        HAS_GRAD_H, LAST, FP32_DOT, BLOCK_B, BLOCK_H, BLOCK_K,
+    )  # fmt: skip
     if not LAST:
-        for k0 in range(0, G, BLOCK_K):
-            ks = k0 + tl.arange(0, BLOCK_K)
-            d_ok = (rows[:, None] < B) & (ks[None, :] < G)
-            d = tl.load(dgh_next_ptr + rows[:, None] * G + ks[None, :], mask=d_ok, other=0.0)
-            w_ok = (ks[:, None] < G) & (cols[None, :] < H)
-            w = tl.load(w_ptr + ks[:, None] * H + cols[None, :], mask=w_ok, other=0.0)
-            dh += _dot(d, w, FP32_DOT)
         z_next = tl.load(gates_next_ptr + at_g + H, mask=ok, other=0.0).to(tl.float32)
         through = z_next
         if HAS_MASK:
@@ -610,17 +621,11 @@ def _rnn_bwd_step(
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     ok = (rows[:, None] < B) & (cols[None, :] < H)
     at_h = rows[:, None] * H + cols[None, :]
-    dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
-    if HAS_GRAD_H:
-        dh += tl.load(grad_h_ptr + at_h, mask=ok, other=0.0).to(tl.float32)
+    dh = _grad_arriving_at_h(
+        grad_h_ptr, dpre_next_ptr, w_ptr, rows, cols, ok, at_h, B, H, H,
+        HAS_GRAD_H, LAST, FP32_DOT, BLOCK_B, BLOCK_H, BLOCK_K,
+    )  # fmt: skip
     if not LAST:
-        for k0 in range(0, H, BLOCK_K):
-            ks = k0 + tl.arange(0, BLOCK_K)
-            d_ok = (rows[:, None] < B) & (ks[None, :] < H)
-            d = tl.load(dpre_next_ptr + rows[:, None] * H + ks[None, :], mask=d_ok, other=0.0)
-            w_ok = (ks[:, None] < H) & (cols[None, :] < H)
-            w = tl.load(w_ptr + ks[:, None] * H + cols[None, :], mask=w_ok, other=0.0)
-            dh += _dot(d, w, FP32_DOT)
         if HAS_MASK:
             skipped = 1.0 - _load_mask(mask_next_ptr, rows, B)
             dh += skipped * tl.load(dh_next_ptr + at_h, mask=ok, other=0.0)
