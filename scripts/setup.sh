@@ -28,14 +28,21 @@ if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.fi
     exit 1
   fi
 fi
-# Debian's headless Chromium: a test opens the gate-activation page in a real browser. Installed
-# when missing and we are root; without it that one test is skipped, saying why.
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages: headless Chromium (a test opens the gate-activation page in a real browser),
+# espeak-ng and sox (the speech data is synthesized), the King James Bible and the Reina-Valera 1909
+# through diatheke (the translation corpus). Installed when missing and we are root; without them
+# the tests that need them are skipped, saying why.
+apt_packages=(chromium espeak-ng sox bible-kjv diatheke sword-text-sparv)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] installing Debian's chromium (headless browser for the HTML test)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >.venv/apt.log 2>&1 \
-      || { echo "[setup] could not install chromium; see .venv/apt.log"; }
+    echo "[setup] installing Debian packages: ${missing[*]}"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") \
+      >.venv/apt.log 2>&1 || { echo "[setup] could not install ${missing[*]}; see .venv/apt.log"; }
   else
-    echo "[setup] chromium is not installed and we are not root: the browser test will be skipped"
+    echo "[setup] missing Debian packages (${missing[*]}) and not root: tests that need them are skipped"
   fi
 fi
