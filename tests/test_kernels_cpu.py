@@ -5,6 +5,7 @@ of it against torch.nn, and the fallback where the kernels cannot be built."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -268,3 +269,13 @@ def test_failed_build_warns_once_and_falls_back_to_bptt(failed_build):
     torch.testing.assert_close(out2, out1, rtol=0, atol=0)
     with pytest.raises(RuntimeError, match="backend 'cpu' is not available"):
         lstm.LSTM(3, 5, backend="cpu")(x.float())
+
+
+def test_build_key_separates_checkouts_of_the_same_sources(tmp_path):
+    # Regression: the key hashed only the sources' contents, so two checkouts shared one build
+    # folder whose ninja file names the source path: each rebuilt the other's kernels (40-80 s).
+    here = Path(cpu.__file__).parent
+    for name in cpu._SOURCES:
+        (tmp_path / name).write_bytes((here / name).read_bytes())
+    assert cpu._build_key(tmp_path) != cpu._build_key(here)
+    assert cpu._build_key(here) == cpu._build_key()

@@ -37,14 +37,20 @@ _ext: ModuleType | None = None
 _error: str | None = None
 
 
-def _build_key() -> str:
-    here = Path(__file__).parent
+def _build_key(here: Path | None = None) -> str:
+    """A hash of what the build depends on. The source folder and the torch installation are part
+    of it, not only their contents: ninja's build file names their paths, so two checkouts (or two
+    virtual environments) sharing one build folder would rebuild each other's kernels on every
+    first use (seen: 40-80 s per process with three worktrees of the same sources)."""
+    here = Path(__file__).parent if here is None else here
     digest = hashlib.sha256()
     for name in _SOURCES:
         digest.update((here / name).read_bytes())
     digest.update(" ".join(_CFLAGS).encode())
     digest.update(torch.__version__.encode())
     digest.update(sys.version.encode())
+    digest.update(str(here.resolve()).encode())
+    digest.update(str(Path(torch.__file__).resolve().parent).encode())
     return digest.hexdigest()[:16]
 
 
