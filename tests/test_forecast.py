@@ -197,3 +197,28 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert main(["train", "forecast", *extra, "--steps", "1", "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("strategy", ["direct", "recursive"])
+def test_skip_adds_a_linear_map_of_each_steps_inputs(strategy):
+    """With ``skip``, the output is the recurrent head plus ``W_x x_t`` (no second bias); the flag
+    survives the checkpoint's JSON."""
+    from lstm.models.forecaster import Forecaster
+
+    torch.manual_seed(0)
+    config = ForecasterConfig(3, 5, 4, recursive_size=6, hidden_size=7, strategy=strategy,
+                              skip=True)  # fmt: skip
+    assert ForecasterConfig.from_json(config.to_json()).skip is True
+    old = {k: v for k, v in config.to_json().items() if k != "skip"}  # a checkpoint from before
+    assert ForecasterConfig.from_json(old).skip is False
+    model = Forecaster(config).eval()
+    plain = Forecaster(ForecasterConfig.from_json({**config.to_json(), "skip": False})).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    assert model.skip.weight.shape == (1, 5 if strategy == "direct" else 6)
+    if strategy == "direct":
+        past, future = torch.randn(2, 8, 3), torch.randn(2, 4, 5)
+        got, base, x = model(past, future), plain(past, future), future
+    else:
+        x = torch.randn(2, 4, 6)
+        got, base = model.step(x)[0], plain.step(x)[0]
+    torch.testing.assert_close(got, base + x @ model.skip.weight.T, rtol=0, atol=1e-6)

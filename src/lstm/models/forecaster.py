@@ -12,6 +12,12 @@ Two strategies (``ForecasterConfig.strategy``):
   lags(t)]`` and predicts ``y(t)``; it is trained with the true ``y(t-1)`` (teacher forcing) and
   forecasts by feeding its own previous forecast (the median) back in.
 
+With ``skip`` (as in LSTNet, Lai et al. 2018) a linear map of each step's known inputs is added
+to the recurrent head's output, ``ŷ_t = W_h h_t + W_x x_t + b``: the linear part carries what is
+linear in the covariates and seasonal lags, and extrapolates it (a December hotter than any
+training day), while the recurrent part models the rest; without it a tanh state saturates
+outside the range it was trained on.
+
 The head emits one value per step (trained on mean squared error) or ``Q`` quantiles (trained on
 the pinball loss; the median is the point forecast and the outer quantiles give an interval). The
 recurrent stacks are :class:`lstm.LSTM`, :class:`lstm.GRU` or :class:`lstm.RNN`.
@@ -56,6 +62,7 @@ class ForecasterConfig:
     strategy: str = "direct"
     quantiles: tuple[float, ...] = ()  # empty: a point forecast trained on MSE
     backend: str = "auto"
+    skip: bool = False  # add a linear map of each step's inputs to the output (LSTNet's highway)
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -112,17 +119,30 @@ class Forecaster(nn.Module):
                             backend=config.backend)  # fmt: skip
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(H, config.outputs)
+        if config.skip:
+            step_inputs = (
+                config.future_size if config.strategy == "direct" else config.recursive_size
+            )
+            self.skip = nn.Linear(step_inputs, config.outputs, bias=False)  # the head has the bias
+        else:
+            self.skip = None
+
+    def _read_out(self, out: Tensor, inputs: Tensor) -> Tensor:
+        """``ŷ_t = W_h h_t + b (+ W_x x_t with skip)``: ``out (B, T, hidden)``, ``inputs (B, T, D)``
+        -> ``(B, T, Q)``."""
+        y = self.head(self.drop(out))
+        return y if self.skip is None else y + self.skip(inputs)
 
     def forward(self, past: Tensor, future: Tensor) -> Tensor:
         """Direct: ``past (B, C, 1+F)``, ``future (B, H, F+L+1)`` -> ``(B, H, Q)``."""
         _, state = self.encoder(past)
         out, _ = self.decoder(future, state)  # (B, H, hidden)
-        return self.head(self.drop(out))
+        return self._read_out(out, future)
 
     def step(self, inputs: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         """Recursive: ``inputs (B, T, 1+F+L)`` -> ``(B, T, Q)`` one-step forecasts, state."""
         out, state = self.rnn(inputs, state)
-        return self.head(self.drop(out)), state
+        return self._read_out(out, inputs), state
 
     @property
     def median_index(self) -> int:

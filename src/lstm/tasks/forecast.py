@@ -514,6 +514,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--strategy", default="direct", choices=["direct", "recursive"])
     m.add_argument("--quantiles", type=float, nargs="*", default=[0.1, 0.5, 0.9],
                    help="quantile levels (with 0.5; none: a point forecast on MSE)")  # fmt: skip
+    m.add_argument(
+        "--skip",
+        action="store_true",
+        help="add a linear map of each step's inputs to the output (LSTNet's highway)",
+    )
     m.add_argument("--backend", default="auto")
     p.add_argument("--no-baselines", action="store_true", help="report the model alone")
     add_training_arguments(p)
@@ -538,7 +543,7 @@ def run_train(args: argparse.Namespace) -> int:
         past_size=data.past_size, future_size=data.future_size, horizon=data.horizon,
         recursive_size=data.recursive_size, cell=args.cell, hidden_size=args.hidden,
         num_layers=args.layers, dropout=args.dropout, strategy=args.strategy,
-        quantiles=tuple(sorted(args.quantiles)), backend=args.backend,
+        quantiles=tuple(sorted(args.quantiles)), backend=args.backend, skip=args.skip,
     )  # fmt: skip
     train_config = train_config_from(args)
     train_config.carry_state = False
