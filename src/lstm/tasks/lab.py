@@ -243,20 +243,27 @@ def train_lab(
     task_name: str,
     cell: str = "lstm",
     length: int = 100,
-    hidden_size: int = 32,
-    batch_size: int = 32,
-    steps: int | None = 2000,
+    hidden_size: int = 64,
+    batch_size: int = 16,
+    steps: int | None = 10_000,
     minutes: float | None = None,
-    lr: float = 1e-3,
-    forget_bias: float | None = 1.0,
-    eval_every: int = 100,
+    lr: float = 3e-3,
+    forget_bias: float | None = 5.0,
+    eval_every: int = 250,
     seed: int = 0,
     out_dir: str | Path | None = None,
     backend: str = "auto",
     progress: bool = True,
 ) -> tuple[LabResult, SequenceModel]:
     """Trains ``cell`` on a lab task and judges it as the paper does; returns the result and the
-    trained model. Stops early once the test set is solved (wrong <= the task's ``solved_at``)."""
+    trained model. Stops early once the test set is solved (wrong <= the task's ``solved_at``).
+
+    The defaults are a recipe measured to solve the adding problem at T = 100: Adam 3e-3, batch 16,
+    64 cells, clipping at 1.0, and a forget-gate bias of 5. The bias matters most: at the usual
+    b_f = 1 the gate starts near sigmoid(1) = 0.73, so a memory fades as 0.73^50 ~ 1e-7 over the
+    task's shortest lag and the gradient that would teach the cell to keep it vanishes with it;
+    at b_f = 5 (0.993^50 ~ 0.7) the cell starts as the 1997 paper's constant error carousel (which
+    had no forget gate at all) and learns what to forget later."""
     if task_name not in LAB_TASKS:
         raise ValueError(f"task should be one of {', '.join(LAB_TASKS)}, got {task_name!r}")
     task = LAB_TASKS[task_name](length)
@@ -317,13 +324,18 @@ def add_lab_arguments(p) -> None:
     p.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
     p.add_argument("--length", type=positive_int, default=100,
                    help="T: minimal length (adding), delay (copy)")  # fmt: skip
-    p.add_argument("--hidden", type=positive_int, default=32)
-    p.add_argument("--batch", type=positive_int, default=32)
-    p.add_argument("--steps", type=positive_int, default=2000, help="at most this many updates")
+    p.add_argument("--hidden", type=positive_int, default=64)
+    p.add_argument("--batch", type=positive_int, default=16)
+    p.add_argument("--steps", type=positive_int, default=10_000, help="at most this many updates")
     p.add_argument("--minutes", type=positive_float, help="and/or at most this long")
-    p.add_argument("--lr", type=positive_float, default=1e-3)
-    p.add_argument("--forget-bias", type=float, default=1.0, help="LSTM forget-gate bias b_f")
-    p.add_argument("--eval-every", type=positive_int, default=100)
+    p.add_argument("--lr", type=positive_float, default=3e-3)
+    p.add_argument(
+        "--forget-bias",
+        type=float,
+        default=5.0,
+        help="LSTM forget-gate bias b_f (5 keeps memories over ~100 steps at the start)",
+    )
+    p.add_argument("--eval-every", type=positive_int, default=250)
     p.add_argument("--seeds", type=positive_int, default=1, help="repeat with seeds 0..N-1")
     p.add_argument("--backend", default="auto")
     p.add_argument("--out", default=None, help="run directory (metrics, curves, checkpoints)")
