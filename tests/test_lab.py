@@ -75,7 +75,7 @@ def test_lab_command_end_to_end(tmp_path, capsys):
     line = capsys.readouterr().out
     assert "wrong of 2,560 test sequences" in line and "Paper: 1 wrong of 2,560" in line
     saved = json.loads((tmp_path / "temporal-order-6a-lstm-seed0" / "lab.json").read_text())
-    assert saved["test_sequences"] == 2560 and saved["sequences_seen"] == 3 * 32
+    assert saved["test_sequences"] == 2560 and saved["sequences_seen"] == 3 * 16  # batch 16
 
 
 def test_lab_command_rejects_unknown_task(capsys):

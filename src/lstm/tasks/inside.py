@@ -26,15 +26,17 @@ def _fixed_length_batch(task, n: int, seed: int):
 def gradient_report(
     task_name: str = "adding",
     length: int = 100,
-    hidden_size: int = 32,
+    hidden_size: int = 64,
     train_steps: int = 300,
     out_dir: str | Path = "runs/gradients",
     cells: tuple[str, ...] = ("lstm", "gru", "rnn"),
     seed: int = 0,
+    forget_bias: float = 5.0,
 ) -> dict:
     """For each cell, untrained and after ``train_steps`` updates on the task: the norm of
     dL/dh_t (and dL/dC_t) against the lag to the loss, through the hand-written BPTT. Writes
-    ``gradients.png`` and ``gradients.json`` in ``out_dir``; returns the JSON's content."""
+    ``gradients.png`` and ``gradients.json`` in ``out_dir``; returns the JSON's content. The
+    untrained and the trained LSTM start from the same ``forget_bias`` (the lab's default)."""
     from lstm.tasks.lab import LAB_TASKS, _loss, make_model, train_lab
 
     task = LAB_TASKS[task_name](length)
@@ -47,10 +49,11 @@ def gradient_report(
     curves, report = {}, {"task": task_name, "length": length, "cells": {}}
     for cell in cells:
         torch.manual_seed(seed)
-        fresh = make_model(task, cell, hidden_size, forget_bias=1.0 if cell == "lstm" else None)
+        bias = forget_bias if cell == "lstm" else None
+        fresh = make_model(task, cell, hidden_size, forget_bias=bias)
         trained = train_lab(task_name, cell=cell, length=length, hidden_size=hidden_size,
-                            steps=train_steps, eval_every=max(1, train_steps), seed=seed,
-                            progress=False)[1]  # fmt: skip
+                            steps=train_steps, eval_every=max(1, min(250, train_steps)),
+                            seed=seed, forget_bias=bias, progress=False)[1]  # fmt: skip
         for label, model in (("untrained", fresh), (f"trained {train_steps} steps", trained)):
             flow = gradient_flow(lambda inp, m=model: m(inp, lengths), model.rnn, x,
                                  lambda o: _loss(task, o, batch))  # fmt: skip
@@ -132,8 +135,14 @@ def add_viz_arguments(p: argparse.ArgumentParser) -> None:
     g = what.add_parser("gradients", help="gradient norm against the lag, LSTM vs GRU vs RNN")
     g.add_argument("--task", default="adding", help="a lab task with a loss at the end")
     g.add_argument("--length", type=positive_int, default=100)
-    g.add_argument("--hidden", type=positive_int, default=32)
-    g.add_argument("--train-steps", type=positive_int, default=300)
+    g.add_argument("--hidden", type=positive_int, default=64)
+    g.add_argument(
+        "--train-steps",
+        type=positive_int,
+        default=300,
+        help="updates for the trained models (each stops early once it solves the task)",
+    )
+    g.add_argument("--forget-bias", type=float, default=5.0, help="the LSTM's b_f at the start")
     g.add_argument("--out", default="runs/gradients")
     k = what.add_parser("gates", help="gate and cell activations of a character LSTM over a text")
     k.add_argument("checkpoint", help="a run or checkpoint directory from `lstm train lm`")
@@ -149,7 +158,14 @@ def run_viz(args: argparse.Namespace) -> int:
     from lstm.cli import UsageError
 
     if args.what == "gradients":
-        report = gradient_report(args.task, args.length, args.hidden, args.train_steps, args.out)
+        report = gradient_report(
+            args.task,
+            args.length,
+            args.hidden,
+            args.train_steps,
+            args.out,
+            forget_bias=args.forget_bias,
+        )
         for cell, runs in report["cells"].items():
             for label, entry in runs.items():
                 h = entry["hidden"]
