@@ -30,10 +30,12 @@ DEFAULT = [
     ("adding", 100, "lstm", 0.0, 1),
     ("adding", 100, "gru", None, 1),
     ("adding", 100, "rnn", None, 1),
-    ("temporal-order-6a", 100, "lstm", 5.0, 2),
+    ("temporal-order-6a", 100, "lstm", 5.0, 3),
     ("temporal-order-6a", 100, "lstm", 1.0, 1),
     ("temporal-order-6a", 100, "gru", None, 1),
     ("temporal-order-6a", 100, "rnn", None, 1),
+    ("temporal-order-6b", 100, "lstm", 5.0, 1),
+    ("temporal-order-6b", 100, "gru", None, 1),
 ]
 
 
