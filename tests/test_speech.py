@@ -185,14 +185,14 @@ def test_beam_search_beats_greedy_on_a_toy_model():
     g = torch.Generator().manual_seed(0)
     weight = torch.randn(4, 3, generator=g, dtype=torch.float64) * 0.7
     wins = 0
-    for _ in range(40):
-        lp = (torch.randn(6, 4, generator=g, dtype=torch.float64) @ weight).log_softmax(-1)
+    for _ in range(30):
+        lp = (torch.randn(5, 4, generator=g, dtype=torch.float64) @ weight).log_softmax(-1)
         truth = _brute_force(lp)
         beam = tuple(ctc_prefix_beam_search(lp, beam=16)[0])
         greedy = tuple(ctc_greedy(lp))
         assert truth[beam] >= truth.get(greedy, 0.0) - 1e-15
         wins += truth[beam] > truth.get(greedy, 0.0) + 1e-12
-    assert wins >= 5
+    assert wins >= 5, wins
 
 
 def test_decoders_reject_bad_input():
@@ -380,7 +380,7 @@ def keyword_run(tmp_path_factory):
     args = [a.replace("DATA", str(root / "data")) for a in TINY]
     torch.manual_seed(0)
     status = main(["train", "speech", "--task", "keywords", *args, "--hidden", "32",
-                   "--layers", "1", "--steps", "60", "--lr", "3e-3", "--threads", "1",
+                   "--layers", "1", "--steps", "30", "--lr", "3e-3", "--threads", "1", "--eval-every", "10",
                    "--no-progress", "--out", str(root / "run")])  # fmt: skip
     assert status == 0
     return root

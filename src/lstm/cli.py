@@ -318,6 +318,10 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     apps.add_argument("--label-col", default="label")
     apps.add_argument("--fill", choices=["interpolate", "ffill", "zero"])
     apps.add_argument("--out", help="where plots and reports go (default: the run directory)")
+    speech = p.add_argument_group("speech checkpoints: other voices or noise than the run's")
+    speech.add_argument("--accents", nargs="+", metavar="ACCENT")
+    speech.add_argument("--variants", nargs="+", metavar="VARIANT")
+    speech.add_argument("--noise-db", type=float, nargs=2, metavar=("LOW", "HIGH"))
     p.add_argument("--text", help="a UTF-8 text file (default: the run's own test part)")
     p.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="without --text: which part of the run's data")  # fmt: skip

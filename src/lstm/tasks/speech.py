@@ -34,6 +34,7 @@ from lstm.data.audio import (
     build_digits,
     build_keywords,
     read_wav,
+    voice_split,
     voices,
 )
 from lstm.data.features import FeatureConfig, extract, normalize
@@ -93,8 +94,9 @@ def encode_text(task: str, labels: Sequence[str], text: str):
 def prepare(
     dataset: SpeechDataset, task: str, features: FeatureConfig | None = None, progress: bool = False
 ) -> SpeechData:
-    """Reads every clip, computes its features (global normalization statistics from the
-    training part) and encodes its words."""
+    """Reads every clip, computes its features and encodes its words. Global normalization uses
+    the statistics ``features`` holds (a trained model's), else measures them on the training
+    part."""
     features = copy.deepcopy(features or FeatureConfig())
     labels = list(dataset.spec["words"]) if task == "keywords" else list(DIGIT_WORDS)
     frames, targets, texts = {}, {}, {}
@@ -109,7 +111,7 @@ def prepare(
         raw.setdefault(clip.split, []).append(x)
         targets.setdefault(clip.split, []).append(encode_text(task, labels, clip.text))
         texts.setdefault(clip.split, []).append(clip.text)
-    if features.norm == "global":
+    if features.norm == "global" and features.mean is None:
         train = torch.cat(raw["train"])
         features.mean = train.mean(0).tolist()
         features.std = train.std(0).tolist()
@@ -287,6 +289,7 @@ def train_speech(
     extra = {"task": TASK, "speech_task": config.task, "model": config.to_json(),
              "features": data.features.to_json(), "labels": data.labels, "data": data.source,
              "beam": beam}  # fmt: skip
+    backend = _warm_up(model, data.frames["train"][:2], train_config.device)
     t0 = time.perf_counter()
     result = fit(model, train, loss_fn, train_config, eval_fn=eval_fn, out_dir=out_dir,
                  extra=extra)  # fmt: skip
@@ -297,7 +300,8 @@ def train_speech(
         if data.frames.get(split):
             scores[split] = evaluate_model(model, data.frames[split], data.targets[split],
                                            data.labels, beam if split == "test" else 0)  # fmt: skip
-    summary = {"task": config.task, "cell": config.cell, "steps": result.step,
+    summary = {"task": config.task, "cell": config.cell, "backend": backend,
+               "threads": torch.get_num_threads(), "steps": result.step,
                "epochs": result.epoch, "train_seconds": result.train_seconds,
                "wall_seconds": time.perf_counter() - t0, "stopped": result.stopped,
                "parameters": sum(p.numel() for p in model.parameters()),
@@ -320,6 +324,18 @@ def train_speech(
         ckpt.atomic_write_text(out / "results.json", json.dumps(public, indent=2) + "\n")
         ckpt.atomic_write_text(out / "report.md", report(public))
     return summary
+
+
+def _warm_up(model, frames: list[Tensor], device: str) -> str:
+    """One forward pass before the timed training (a compiled kernel backend is built or loaded
+    on first use); returns the name of the backend the recurrent stack runs."""
+    from lstm.kernels import get_backend
+
+    x, lengths, _ = collate(frames, [0] * len(frames), False)
+    with torch.no_grad():
+        model.to(device)(x.to(device), lengths)
+    name = get_backend(model.config.backend, torch.device(device), torch.float32).name
+    return name if model.config.backend != "auto" else f"auto -> {name}"
 
 
 def _masked(loss_fn, fraction: float):
@@ -345,7 +361,8 @@ def _masked(loss_fn, fraction: float):
 
 def report(summary: dict) -> str:
     """A markdown table of the run's held-out scores."""
-    lines = [f"speech ({summary['task']}), {summary['cell'].upper()}, "
+    lines = [f"speech ({summary['task']}), {summary['cell'].upper()} (backend "
+             f"{summary.get('backend', '?')}, {summary.get('threads', '?')} threads), "
              f"{summary['parameters']:,} parameters, {summary['steps']:,} steps in "
              f"{summary['train_seconds']:.0f} s; clips: {summary['clips']}\n"]  # fmt: skip
     if summary["task"] == "keywords":
@@ -542,20 +559,40 @@ def run_transcribe(args) -> int:
 
 
 def evaluate_checkpoint(args) -> int:
-    """``lstm evaluate`` of a speech checkpoint: its data's ``--split`` (rebuilt from the cache)."""
+    """``lstm evaluate`` of a speech checkpoint: the ``--split`` voices of the run's own data
+    (found in the cache, or rebuilt from the run's spec), or, with ``--accents``, ``--variants``
+    or ``--noise-db``, a new set of the ``--split`` voices under those conditions."""
     model, meta = load_speech_model(args.checkpoint)
     task = meta["speech_task"]
-    spec = dict(meta["data"])  # rebuilt (or found in the cache) from the run's own spec
+    spec = dict(meta["data"])
     options = {k: v for k, v in spec.items() if k not in ("kind", "voices", "format")}
+    names = spec["voices"]
+    accents, variants = getattr(args, "accents", None), getattr(args, "variants", None)
+    noise = getattr(args, "noise_db", None)
+    changed = bool(accents or variants or noise)
+    for name, given, known in (("accents", accents, ACCENTS), ("variants", variants, VARIANTS)):
+        bad = [g for g in given or [] if g not in known]
+        if bad:
+            raise ValueError(f"argument --{name}: {bad[0]!r} is not one of {', '.join(known)}")
+    if changed:
+        names = [v for v in voices(accents or ACCENTS, variants or VARIANTS)
+                 if voice_split(v) == args.split]  # fmt: skip
+        if not names:
+            raise ValueError(f"none of those voices is a {args.split} voice (see --variants)")
+        if noise:
+            options["noise_db"] = noise
     if options.get("noise_db") is not None:
         options["noise_db"] = tuple(options["noise_db"])
-    dataset = build_dataset(task, None, voice_names=spec["voices"], **options)
+    dataset = build_dataset(task, None, voice_names=names, **options)
     features = FeatureConfig.from_json(meta["features"])
-    data = prepare(dataset, task, features)  # global statistics: the same training part's
+    data = prepare(dataset, task, features)  # global normalization: the run's own statistics
     split = args.split
     r = evaluate_model(model, data.frames[split], data.targets[split], meta["labels"],
                        meta.get("beam", 8))  # fmt: skip
-    what = f"{task} ({split} voices, {r['count']:,} clips)"
+    conditions = ""
+    if changed:
+        conditions = f", accents {accents or 'all'}, variants {variants or 'all'}, noise {noise}"
+    what = f"{task} ({split} voices{conditions}, {r['count']:,} clips)"
     if task == "keywords":
         out = Path(getattr(args, "out", None) or args.checkpoint)
         png = plot_confusion(r["confusion"], meta["labels"], out / "confusion-evaluate.png", what)
