@@ -6,6 +6,7 @@ training run that must beat a bar, and the CLI's one-line errors."""
 import itertools
 import json
 import math
+import subprocess
 import wave
 
 import numpy as np
@@ -22,6 +23,7 @@ from lstm.data.audio import (
     build_keywords,
     missing_tools,
     read_wav,
+    trim_silence,
     voice_split,
     voices,
     write_wav,
@@ -272,6 +274,32 @@ def test_wav_missing_and_truncated(tmp_path):
         read_wav(path)
 
 
+def test_trim_silence_by_hand():
+    # 0.1 s of silence, 0.2 s of a 0.5-amplitude tone, 0.1 s of silence: the 20 ms RMS turns
+    # loud at the tone's first sample (sqrt(0.25 / 320) = 0.028 >= 0.01) and, read backwards, at
+    # its last: exactly the tone is kept
+    tone = 0.5 * np.cos(2 * np.pi * 440 * np.arange(3200) / 16000)
+    x = np.concatenate([np.zeros(1600), tone, np.zeros(1600)]).astype(np.float32)
+    trimmed = trim_silence(x)
+    assert len(trimmed) == 3200
+    assert np.array_equal(trimmed, x[1600:4800])
+    quiet = np.full(800, 0.001, np.float32)  # below 1% everywhere: unchanged
+    assert len(trim_silence(quiet)) == 800
+
+
+@needs_tools
+def test_trim_silence_agrees_with_sox(tmp_path):
+    raw = tmp_path / "raw.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us+f2", "-w", str(raw), "four two seven"], check=True)
+    plain, cut = tmp_path / "plain.wav", tmp_path / "cut.wav"
+    subprocess.run(["sox", str(raw), "-r", "16000", "-b", "16", "-c", "1", str(plain)], check=True)
+    subprocess.run(["sox", str(plain), str(cut), "silence", "1", "0.01", "1%", "reverse",
+                    "silence", "1", "0.01", "1%", "reverse"], check=True)  # fmt: skip
+    ours, theirs = trim_silence(read_wav(plain)), read_wav(cut)
+    assert len(read_wav(plain)) - len(theirs) > 1600  # there was silence to trim
+    assert abs(len(ours) - len(theirs)) <= 160  # within 10 ms of sox
+
+
 # --------------------------------------------------------------------------------------------
 # The split and the data builder
 # --------------------------------------------------------------------------------------------
@@ -405,6 +433,12 @@ def test_transcribe_and_evaluate_cli(keyword_run, tmp_path, capsys, monkeypatch)
     assert len(lines) == 4
     heard = [line.split("\t")[1] for line in lines]
     assert sum(h == c["text"] for h, c in zip(heard, test_clips)) >= 3
+    # a user's own recording with silence around it: trimmed as the training clips were
+    padded = tmp_path / "padded.wav"
+    x = read_wav(files[0])
+    write_wav(padded, np.concatenate([np.zeros(8000), x, np.zeros(8000)]))
+    assert main(["transcribe", str(keyword_run / "run"), str(padded)]) == 0
+    assert capsys.readouterr().out.split("\t")[1] == heard[0]
     # a user's own WAV: clear one-line errors
     for bad, message in [
         (_wav(tmp_path / "r8k.wav", rate=8000), "8000 Hz"),

@@ -58,6 +58,7 @@ __all__ = [
     "default_cache_dir",
     "missing_tools",
     "read_wav",
+    "trim_silence",
     "voice_split",
     "voices",
     "write_wav",
@@ -131,7 +132,8 @@ def read_wav(path: str | os.PathLike, sample_rate: int | None = SAMPLE_RATE) -> 
             frames = w.getnframes()
             raw = w.readframes(frames)
     except (wave.Error, EOFError) as e:
-        raise AudioFileError(f"audio file {name!r} is not a readable WAV file ({e})") from None
+        why = str(e) or "too short for a WAV header"
+        raise AudioFileError(f"audio file {name!r} is not a readable WAV file ({why})") from None
     if channels != 1:
         raise AudioFileError(
             f"audio file {name!r} has {channels} channels; a mono file is needed "
@@ -165,6 +167,37 @@ def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = S
         w.setsampwidth(2)
         w.setframerate(sample_rate)
         w.writeframes(pcm.astype("<i2").tobytes())
+
+
+def _speech_start(x: np.ndarray, threshold: float, width: int, window: int) -> int | None:
+    """The first sample of the first ``width``-sample stretch whose trailing RMS (over ``window``
+    samples) stays at or above ``threshold``; ``None`` if there is none."""
+    energy = np.concatenate([[0.0], np.cumsum(x * x)])
+    n = np.arange(1, len(x) + 1)
+    rms = np.sqrt((energy[n] - energy[np.maximum(n - window, 0)]) / np.minimum(n, window))
+    loud = (rms >= threshold).astype(np.int32)
+    stretch = np.flatnonzero(np.convolve(loud, np.ones(width, np.int32), "valid") == width)
+    return int(stretch[0]) if len(stretch) else None
+
+
+def trim_silence(
+    samples: np.ndarray,
+    threshold: float = 0.01,
+    duration: float = 0.01,
+    sample_rate: int = SAMPLE_RATE,
+) -> np.ndarray:
+    """``samples`` without the silence at both ends, like the recipe's ``sox ... silence 1 0.01 1%
+    reverse silence 1 0.01 1% reverse`` that trims the training clips: the clip starts where the
+    RMS over the last 20 ms first stays at or above ``threshold`` (1% of full scale) for
+    ``duration`` seconds (10 ms), and ends where the same holds reading backwards. A clip with no
+    such stretch is returned unchanged."""
+    x = np.asarray(samples, dtype=np.float64)
+    window, width = max(1, sample_rate // 50), max(1, round(duration * sample_rate))
+    start = _speech_start(x, threshold, width, window)
+    if start is None:
+        return np.asarray(samples)
+    end = len(x) - _speech_start(x[::-1], threshold, width, window)
+    return np.asarray(samples)[start:end]
 
 
 def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:

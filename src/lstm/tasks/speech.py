@@ -34,6 +34,7 @@ from lstm.data.audio import (
     build_digits,
     build_keywords,
     read_wav,
+    trim_silence,
     voice_split,
     voices,
 )
@@ -408,11 +409,18 @@ def load_speech_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
 
 
 @torch.no_grad()
-def transcribe(model, meta: dict, path: str | os.PathLike, beam: int | None = None) -> dict:
+def transcribe(
+    model, meta: dict, path: str | os.PathLike, beam: int | None = None, trim: bool = True
+) -> dict:
     """What ``model`` hears in a 16 kHz mono 16-bit WAV file: ``{"text", "score"}`` (the word and
-    its probability, or the transcript and its log-probability under CTC)."""
+    its probability, or the transcript and its log-probability under CTC). ``trim``: cut the
+    silence at both ends first, as the training clips were (:func:`lstm.data.audio.trim_silence`);
+    the models never heard leading or trailing silence."""
     features = FeatureConfig.from_json(meta["features"])
-    frames = extract(read_wav(path, features.sample_rate), features)  # (T, F)
+    samples = read_wav(path, features.sample_rate)
+    if trim:
+        samples = trim_silence(samples, sample_rate=features.sample_rate)
+    frames = extract(samples, features)  # (T, F)
     labels = meta["labels"]
     out = _outputs(model, [frames])[0]
     if model.config.task == "keywords":
@@ -542,6 +550,8 @@ def add_transcribe_arguments(p) -> None:
     p.add_argument("checkpoint", help="a run directory of `lstm train speech` or a checkpoint")
     p.add_argument("wav", nargs="+", help="16 kHz mono 16-bit WAV files")
     p.add_argument("--beam", type=int, help="digits: beam width (0: greedy; default: the run's)")
+    p.add_argument("--no-trim", action="store_true",
+                   help="keep the silence at both ends (trimmed by default, as in training)")  # fmt: skip
 
 
 def run_transcribe(args) -> int:
@@ -552,7 +562,7 @@ def run_transcribe(args) -> int:
     for path in args.wav:  # read them all first: a bad file fails before any output
         read_wav(path, meta["features"]["sample_rate"])
     for path in args.wav:
-        r = transcribe(model, meta, path, args.beam)
+        r = transcribe(model, meta, path, args.beam, trim=not args.no_trim)
         what = "p" if model.config.task == "keywords" else "log p"
         print(f"{path}\t{r['text']}\t({what} {r['score']:.3f})")
     return 0
