@@ -463,3 +463,19 @@ def test_transcribe_rejects_a_non_speech_checkpoint(tmp_path, capsys):
                           jsons={ckpt.CONFIG: {"task": "lm"}}, best=True)  # fmt: skip
     assert main(["transcribe", str(tmp_path), str(_wav(tmp_path / "a.wav"))]) == 2
     assert "is not a speech model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--variants", "m6", "m7"], "no training voices"),
+        (["--accents", "en-xx"], "'en-xx' is not one of"),
+        (["--variants", "m9"], "'m9' is not one of"),
+        (["--beam", "-1"], "--beam: should be >= 0"),
+        (["--task", "words"], "invalid choice"),
+    ],
+)
+def test_train_speech_usage_errors_are_one_line(args, message, capsys):
+    assert main(["train", "speech", "--steps", "1", "--no-progress", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

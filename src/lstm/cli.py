@@ -322,6 +322,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     speech.add_argument("--accents", nargs="+", metavar="ACCENT")
     speech.add_argument("--variants", nargs="+", metavar="VARIANT")
     speech.add_argument("--noise-db", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    speech.add_argument("--clean", action="store_true", help="no added noise")
     p.add_argument("--text", help="a UTF-8 text file (default: the run's own test part)")
     p.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="without --text: which part of the run's data")  # fmt: skip

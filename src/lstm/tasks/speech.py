@@ -240,10 +240,33 @@ def evaluate_model(
 
 
 def plot_confusion(confusion, label_names: list[str], path, title: str = "") -> Path:
-    """The keyword confusion matrix as a PNG (rows: truth, columns: prediction)."""
-    from lstm.tasks.sentiment import plot_confusion as plot
+    """The keyword confusion matrix as a compact PNG: rows are the true words, columns the
+    predicted ones, shaded by the row's share, with the counts written in."""
+    import matplotlib
 
-    return plot(confusion, label_names, path, title)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lstm.viz import save_figure
+
+    cm = np.asarray(confusion)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    k = len(label_names)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.42 * k, 1.2 + 0.4 * k), dpi=100)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 0.6 else "black")  # fmt: skip
+    ax.set_xticks(range(k), label_names, rotation=60, fontsize=8)
+    ax.set_yticks(range(k), label_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)
 
 
 # --------------------------------------------------------------------------------------------
@@ -511,6 +534,12 @@ def run_train(args) -> int:
     bad = [v for v in args.variants if v not in VARIANTS]
     if bad:
         raise UsageError(f"argument --variants: {bad[0]!r} is not one of {', '.join(VARIANTS)}")
+    if all(voice_split(v) != "train" for v in voices(args.accents, args.variants)):
+        raise UsageError(
+            "argument --variants: no training voices; give some besides m6, f4, m7, f5"
+        )
+    if args.beam < 0:
+        raise UsageError(f"argument --beam: should be >= 0, got {args.beam}")
     train_config = train_config_from(args)
     train_config.carry_state = False
     t0 = time.perf_counter()
@@ -518,8 +547,6 @@ def run_train(args) -> int:
     features = FeatureConfig(kind=args.features, n_mels=args.mels, n_mfcc=args.mfcc,
                              norm=args.norm)  # fmt: skip
     data = prepare(dataset, args.task, features, progress=not args.no_progress)
-    if not data.frames.get("train"):
-        raise UsageError("no training voices: --variants needs some besides m6, f4, m7, f5")
     counts = {k: len(v) for k, v in data.frames.items()}
     print(f"[speech] {args.task}: {len(dataset.clips):,} clips from {len(dataset.spec['voices'])} "
           f"voices in {dataset.folder} ({time.perf_counter() - t0:.0f} s with features); "
@@ -570,16 +597,18 @@ def run_transcribe(args) -> int:
 
 def evaluate_checkpoint(args) -> int:
     """``lstm evaluate`` of a speech checkpoint: the ``--split`` voices of the run's own data
-    (found in the cache, or rebuilt from the run's spec), or, with ``--accents``, ``--variants``
-    or ``--noise-db``, a new set of the ``--split`` voices under those conditions."""
+    (found in the cache, or rebuilt from the run's spec), or, with ``--accents``, ``--variants``,
+    ``--noise-db`` or ``--clean``, a new set of the ``--split`` voices under those conditions."""
     model, meta = load_speech_model(args.checkpoint)
     task = meta["speech_task"]
     spec = dict(meta["data"])
     options = {k: v for k, v in spec.items() if k not in ("kind", "voices", "format")}
     names = spec["voices"]
     accents, variants = getattr(args, "accents", None), getattr(args, "variants", None)
-    noise = getattr(args, "noise_db", None)
-    changed = bool(accents or variants or noise)
+    noise, clean = getattr(args, "noise_db", None), getattr(args, "clean", False)
+    if noise and clean:
+        raise ValueError("give --noise-db or --clean, not both")
+    changed = bool(accents or variants or noise or clean)
     for name, given, known in (("accents", accents, ACCENTS), ("variants", variants, VARIANTS)):
         bad = [g for g in given or [] if g not in known]
         if bad:
@@ -589,8 +618,8 @@ def evaluate_checkpoint(args) -> int:
                  if voice_split(v) == args.split]  # fmt: skip
         if not names:
             raise ValueError(f"none of those voices is a {args.split} voice (see --variants)")
-        if noise:
-            options["noise_db"] = noise
+        if noise or clean:
+            options["noise_db"] = noise or None
     if options.get("noise_db") is not None:
         options["noise_db"] = tuple(options["noise_db"])
     dataset = build_dataset(task, None, voice_names=names, **options)
@@ -601,7 +630,8 @@ def evaluate_checkpoint(args) -> int:
                        meta.get("beam", 8))  # fmt: skip
     conditions = ""
     if changed:
-        conditions = f", accents {accents or 'all'}, variants {variants or 'all'}, noise {noise}"
+        conditions = (f", accents {accents or 'all'}, variants {variants or 'all'}, "
+                      f"noise {options['noise_db'] or 'none'} dB")  # fmt: skip
     what = f"{task} ({split} voices{conditions}, {r['count']:,} clips)"
     if task == "keywords":
         out = Path(getattr(args, "out", None) or args.checkpoint)
