@@ -630,8 +630,9 @@ def evaluate_checkpoint(args) -> int:
                        meta.get("beam", 8))  # fmt: skip
     conditions = ""
     if changed:
+        snr = options["noise_db"]
         conditions = (f", accents {accents or 'all'}, variants {variants or 'all'}, "
-                      f"noise {options['noise_db'] or 'none'} dB")  # fmt: skip
+                      + (f"noise {snr[0]:g}-{snr[1]:g} dB SNR" if snr else "no noise"))  # fmt: skip
     what = f"{task} ({split} voices{conditions}, {r['count']:,} clips)"
     if task == "keywords":
         out = Path(getattr(args, "out", None) or args.checkpoint)
