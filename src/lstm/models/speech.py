@@ -50,7 +50,7 @@ class SpeechConfig:
     hidden_size: int = 128  # per direction
     num_layers: int = 2
     bidirectional: bool = True
-    stack: int = 3  # frames per recurrent step
+    stack: int = 4  # frames per recurrent step (40 ms)
     dropout: float = 0.1  # between layers and before the head
     pooling: str = "concat"  # keywords
     backend: str = "auto"

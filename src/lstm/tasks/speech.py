@@ -498,14 +498,15 @@ def add_train_arguments(p) -> None:
     m.add_argument("--hidden", type=positive_int, default=128, help="per direction")
     m.add_argument("--layers", type=positive_int, default=2)
     m.add_argument("--unidirectional", action="store_true")
-    m.add_argument("--stack", type=positive_int, default=3, help="frames per recurrent step")
+    m.add_argument("--stack", type=positive_int, default=4, help="frames per recurrent step")
     m.add_argument("--dropout", type=dropout_rate, default=0.1)
     m.add_argument("--pooling", choices=["last", "max", "mean", "concat"], default="concat")
-    m.add_argument("--augment", type=non_negative_float, default=0.0,
+    m.add_argument("--augment", type=non_negative_float, default=0.15,
                    help="largest fraction of channels and time masked per clip in training")  # fmt: skip
     m.add_argument("--batch", type=positive_int, default=32)
     m.add_argument("--beam", type=int, default=8, help="digits: beam width of the test (0: none)")
     add_training_arguments(p)
+    p.set_defaults(lr=3e-3, warmup=50)
 
 
 def _dataset_from(args) -> SpeechDataset:
@@ -525,7 +526,7 @@ def run_train(args) -> int:
     from lstm.cli import UsageError, train_config_from
 
     if args.steps is None and args.minutes is None and args.epochs is None:
-        args.minutes = 10.0
+        args.minutes = 5.0
     if args.threads:
         torch.set_num_threads(args.threads)
     bad = [a for a in args.accents if a not in ACCENTS]
