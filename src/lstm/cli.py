@@ -318,6 +318,11 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     apps.add_argument("--label-col", default="label")
     apps.add_argument("--fill", choices=["interpolate", "ffill", "zero"])
     apps.add_argument("--out", help="where plots and reports go (default: the run directory)")
+    speech = p.add_argument_group("speech checkpoints: other voices or noise than the run's")
+    speech.add_argument("--accents", nargs="+", metavar="ACCENT")
+    speech.add_argument("--variants", nargs="+", metavar="VARIANT")
+    speech.add_argument("--noise-db", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    speech.add_argument("--clean", action="store_true", help="no added noise")
     p.add_argument("--text", help="a UTF-8 text file (default: the run's own test part)")
     p.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="without --text: which part of the run's data")  # fmt: skip
@@ -328,7 +333,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from lstm.checkpoint import CONFIG, find_checkpoint, load_json
 
     task = load_json(find_checkpoint(args.checkpoint) / CONFIG).get("task")
-    if task in ("sentiment", "forecast"):  # the applications evaluate their own checkpoints
+    # the applications evaluate their own checkpoints
+    if task in ("sentiment", "forecast", "speech"):
         return _task(task, "evaluate_checkpoint")(args)
     from lstm.data.text import read_text_file
     from lstm.models.language_model import evaluate_stream
@@ -410,6 +416,11 @@ TRAIN_TASKS: dict[str, tuple[str, AddArguments, Run]] = {
         _task("forecast", "add_train_arguments"),
         _task("forecast", "run_train"),
     ),
+    "speech": (
+        "speech recognition on synthesized voices: keyword spotting or CTC digit strings",
+        _task("speech", "add_train_arguments"),
+        _task("speech", "run_train"),
+    ),
 }
 
 COMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
@@ -430,6 +441,11 @@ COMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
         "forecast a CSV with a trained forecaster (writes CSV)",
         _task("forecast", "add_forecast_arguments"),
         _task("forecast", "run_forecast"),
+    ),
+    "transcribe": (
+        "what a trained speech model hears in 16 kHz mono WAV files",
+        _task("speech", "add_transcribe_arguments"),
+        _task("speech", "run_transcribe"),
     ),
 }
 
