@@ -116,3 +116,16 @@ def test_viz_gates_on_a_tiny_language_model(tmp_path, capsys):
     capsys.readouterr()
     assert main(["viz", "gates", str(run), "--prompt", "hi", "--layer", "3"]) == 2
     assert "layer should be in 0..0, got 3" in capsys.readouterr().err
+
+
+def test_gradient_norms_do_not_underflow_over_a_hundred_steps(tmp_path):
+    """Regression: in float32 a plain RNN's dL/dh_t fell below 1e-45 about 40-100 steps back and
+    was plotted as a cliff at zero; the report now works in float64, where it stays positive."""
+    from lstm.tasks.inside import gradient_report
+
+    report = gradient_report("adding", length=100, hidden_size=8, train_steps=1, cells=("rnn",),
+                             out_dir=tmp_path)  # fmt: skip
+    for entry in report["cells"]["rnn"].values():
+        norms = torch.tensor(entry["hidden"], dtype=torch.float64)
+        assert len(norms) == 110 and bool((norms > 0).all()), norms[:5]
+        assert norms[0] < 1e-10 * norms[-1]  # and it has vanished by many orders of magnitude

@@ -56,12 +56,19 @@ def plot_gradient_flow(
     curves: Mapping[str, Tensor | Sequence[float]], path: str | Path, title: str = ""
 ) -> Path:
     """One line per curve: ``curves[label]`` holds a norm per time step ``t`` (loss at the last
-    step), drawn against the lag ``T - 1 - t`` on a log scale. Returns the PNG's path."""
+    step), drawn against the lag ``T - 1 - t`` on a log scale; a dashed line for a cell state's
+    curve (a label with "dL/dC"). Exact zeros (underflow) are not drawn, and the label says from
+    which lag on the gradient is zero. Returns the PNG's path."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for label, values in curves.items():
         v = torch.as_tensor(values, dtype=torch.float64).flip(0)  # index = lag
-        ax.semilogy(range(len(v)), v.clamp_min(1e-300).tolist(), label=label)
+        zero = (v <= 0).nonzero()
+        style = "--" if "dL/dC" in label else "-"
+        if len(zero):
+            label = f"{label} (0 from lag {int(zero[0])})"
+        shown = torch.where(v > 0, v, torch.full_like(v, float("nan")))
+        ax.semilogy(range(len(v)), shown.tolist(), label=label, linestyle=style)
     ax.set_xlabel("lag to the loss (steps)")
     ax.set_ylabel("gradient norm")
     ax.set_title(title or "How far back does the gradient reach?")

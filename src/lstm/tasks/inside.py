@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def gradient_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x, lengths, targets = _fixed_length_batch(task, 64, seed + 1)
-    batch = type("Batch", (), {"targets": targets, "lengths": lengths})()
+    batch64 = type("Batch", (), {"targets": targets.double(), "lengths": lengths})()
     curves, report = {}, {"task": task_name, "length": length, "cells": {}}
     for cell in cells:
         torch.manual_seed(seed)
@@ -55,8 +56,11 @@ def gradient_report(
                             steps=train_steps, eval_every=max(1, min(250, train_steps)),
                             seed=seed, forget_bias=bias, progress=False)[1]  # fmt: skip
         for label, model in (("untrained", fresh), (f"trained {train_steps} steps", trained)):
-            flow = gradient_flow(lambda inp, m=model: m(inp, lengths), model.rnn, x,
-                                 lambda o: _loss(task, o, batch))  # fmt: skip
+            # In float64: a plain RNN's gradient falls below float32's smallest number (1e-45)
+            # within ~100 steps, which would read as exactly zero.
+            m64 = copy.deepcopy(model).double()
+            flow = gradient_flow(lambda inp, m=m64: m(inp, lengths), m64.rnn, x.double(),
+                                 lambda o: _loss(task, o, batch64))  # fmt: skip
             norms = flow.norms()
             curves[f"{cell} dL/dh, {label}"] = norms["hidden"]
             entry = {"hidden": norms["hidden"].tolist()}
