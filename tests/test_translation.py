@@ -333,22 +333,23 @@ def test_loss_counts_target_tokens_without_padding():
     batch = PairBatches([[4, 5], [6]], [[4, 5, 6], [7]], 2, shuffle=False).batch([0, 1])
     loss, state, count = seq2seq_loss(model, batch, None)
     assert state is None and count == 4 + 2  # the targets and their </s>
-    assert math.log(9) * 0.8 < float(loss) < math.log(9) * 1.2  # near uniform at the start
+    assert math.log(9) * 0.8 < loss.item() < math.log(9) * 1.2  # near uniform at the start
 
 
 def test_short_training_run_learns_numbers_to_words(tmp_path):
-    """Numbers 0..9,999 in Spanish, 700 steps of a small LSTM (about 20 s on one core):
-    greedy exact match on 300 held-out numbers must exceed 90%."""
+    """Numbers 0..9,999 in Spanish, 400 steps of a small LSTM (about 25 s on one core): exact
+    match on 300 held-out numbers (greedy) and the first 100 of them (beam 3) must exceed 95%
+    (measured: 99.3% and 99%; 250 steps give 35%, so the bar is not reached by accident)."""
     split = number_pairs("es", max_number=9999, train_size=20000, val_size=100, test_size=300)
     summary = train_translation(
         split,
         dict(cell="lstm", embed_size=32, hidden_size=64, dropout=0.0),
-        TrainConfig(steps=700, lr=3e-3, eval_every=700, progress=False, carry_state=False),
+        TrainConfig(steps=400, lr=3e-3, eval_every=400, progress=False, carry_state=False),
         task="numbers", batch_size=64, beam=3, beam_sentences=100, copy_baseline=False,
         out_dir=tmp_path / "run",
     )  # fmt: skip
-    assert summary["test_greedy"]["exact_match"] > 0.90, summary["test_greedy"]
-    assert summary["test_beam3"]["exact_match"] > 0.90, summary["test_beam3"]
+    assert summary["test_greedy"]["exact_match"] > 0.95, summary["test_greedy"]
+    assert summary["test_beam3"]["exact_match"] > 0.95, summary["test_beam3"]
     assert (tmp_path / "run" / "attention.png").stat().st_size > 5000
     assert (tmp_path / "run" / "checkpoints" / "final" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "run" / "tgt_tokenizer.json").read_text())["model"]["type"] == (

@@ -14,6 +14,7 @@ import copy
 import json
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,8 @@ def plot_attention(
             f"({len(tgt_tokens)}, {len(src_tokens)}) for the tokens given"
         )
     h, w = weights.shape
-    fig, ax = plt.subplots(figsize=(min(18, 2 + 0.32 * w), min(18, 1.6 + 0.3 * h)), dpi=110)
+    size = (min(18, max(6, 2.5 + 0.32 * w)), min(18, max(3.5, 2 + 0.3 * h)))
+    fig, ax = plt.subplots(figsize=size, dpi=110)
     image = ax.imshow(
         weights, cmap="viridis", vmin=0, vmax=max(1e-9, float(weights.max())), aspect="auto"
     )
@@ -186,7 +188,7 @@ def plot_attention(
     ax.set_xlabel("source token")
     ax.set_ylabel("output token")
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, label="attention weight")
     fig.tight_layout()
     return save_figure(fig, path)
@@ -211,7 +213,7 @@ def attention_map(
     tgt_labels = [tgt_tok.id_to_token(i) for i in tokens[0]] + ["</s>"]
     translation = tgt_tok.decode(tokens[0])
     png = plot_attention(
-        maps[0].numpy(), src_labels, tgt_labels, path, f"{text[:60]} -> {translation[:60]}"
+        maps[0].numpy(), src_labels, tgt_labels, path, f"{text[:100]}  ->  {translation[:100]}"
     )
     return translation, png
 
@@ -284,6 +286,9 @@ def train_translation(
         f"{config.hidden_size}, {n_params:,} parameters; {len(train_batches):,} batches of "
         f"{batch_size} per epoch"
     )
+    with torch.no_grad():  # a compiled kernel backend is built on first use: now, untimed
+        src, lengths, tgt_in, _ = train_batches.batch([0])
+        model(src.to(train_config.device), lengths, tgt_in.to(train_config.device))
     best = {"loss": float("inf"), "state": None}
 
     def eval_fn(m):
