@@ -388,6 +388,26 @@ def test_cli_train_and_translate(tmp_path, capsys):
     _fails(capsys, ["translate", str(tmp_path / "missing"), "12"], "does not exist")
     _fails(capsys, ["translate", str(out), "  "], "argument text: an empty text")
     _fails(capsys, ["translate", str(out), "12", "--beam", "0"], "--beam")
+    _fails(capsys, ["translate", str(out), "12a"], "a numbers model reads digits 0-9, got '12a'")
+    _fails(capsys, ["translate", str(out), "1000"], "learned the numbers 0..999, got 1000")
     _fails(capsys, ["train", "translate", "--task", "tsv"], "argument --tsv")
     _fails(capsys, ["train", "translate", "--lang", "xx", "--steps", "1"],
            "lang 'xx' is not a language")  # fmt: skip
+
+
+def test_cli_trains_on_a_users_parallel_tsv(tmp_path, capsys):
+    path = tmp_path / "pairs.tsv"
+    english = ["the light", "the earth", "the water", "the night", "the day", "the sea"]
+    spanish = ["la luz", "la tierra", "el agua", "la noche", "el día", "el mar"]
+    path.write_text("".join(f"{e}\t{s}\n" for e, s in zip(english, spanish)) * 10, "utf-8")
+    out = tmp_path / "run"
+    status = main(["train", "translate", "--tsv", str(path), "--steps", "5", "--embed", "8",
+                   "--hidden", "8", "--vocab-size", "60", "--beam", "2", "--no-progress",
+                   "--out", str(out)])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"] == {"task": "tsv", "path": str(path)}
+    assert results["pairs"] == {"train": 55, "val": 3, "test": 2}
+    assert results["test_copy_source"]["count"] == 2
+    _fails(capsys, ["train", "translate", "--tsv", str(path), "--steps", "1", "--resume",
+                    "--out", str(out)], "argument --resume")  # fmt: skip

@@ -50,6 +50,7 @@ __all__ = [
     "TranslationTokenizer",
     "align_verses",
     "bible_pairs",
+    "bible_verses",
     "cache_dir",
     "number_pairs",
     "parse_diatheke",

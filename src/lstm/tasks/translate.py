@@ -24,6 +24,7 @@ import torch
 
 from lstm import checkpoint as ckpt
 from lstm.data.translation import (
+    UNK,
     PairBatches,
     ParallelSplit,
     TranslationTokenizer,
@@ -503,6 +504,8 @@ def run_train(args) -> int:
 
     if args.steps is None and args.minutes is None and args.epochs is None:
         args.minutes = 5.0
+    if args.resume:
+        raise UsageError("argument --resume: translation runs cannot be resumed yet; start anew")
     if args.task == "tsv" and not args.tsv:
         raise UsageError("argument --tsv: --task tsv needs a file")
     if args.tsv and args.task != "tsv":
@@ -593,6 +596,27 @@ def add_translate_arguments(p) -> None:
     p.add_argument("--backend", default=None, help="kernel backend (default: the stored one)")
 
 
+def check_source_texts(texts: list[str], src_tok: TranslationTokenizer, data: dict) -> list[str]:
+    """Raises :class:`ValueError` for a text the model cannot read (a numbers model given
+    anything but digits in its range); returns notes on characters unknown to the vocabulary."""
+    if data.get("task") == "numbers":
+        top = data.get("max_number")
+        for text in texts:
+            if not text.isascii() or not text.isdigit():
+                raise ValueError(f"argument text: a numbers model reads digits 0-9, got {text!r}")
+            if top is not None and int(text) > top:
+                raise ValueError(
+                    f"argument text: this model learned the numbers 0..{top}, got {text}"
+                )
+        return []
+    notes = []
+    for text in texts:
+        unknown = sum(1 for i in src_tok.encode(text) if i == UNK)
+        if unknown:
+            notes.append(f"note: {unknown} token(s) of {text[:40]!r} are unknown to the model")
+    return notes
+
+
 def run_translate(args) -> int:
     """``lstm translate``."""
     from lstm.cli import UsageError
@@ -601,6 +625,10 @@ def run_translate(args) -> int:
     if not all(texts):
         raise UsageError("argument text: an empty text has nothing to translate")
     model, src_tok, tgt_tok, meta = load_translation_model(args.checkpoint, args.backend)
+    if args.attention and meta["model"]["cell"] == "transformer":
+        raise UsageError("argument --attention: a transformer checkpoint has no attention map")
+    for note in check_source_texts(texts, src_tok, meta.get("data", {})):
+        print(note, file=sys.stderr)
     limit = meta.get("max_len") or 200
     outputs = translate_texts(
         model,
@@ -615,8 +643,6 @@ def run_translate(args) -> int:
     for out in outputs:
         print(out)
     if args.attention:
-        if meta["model"]["cell"] == "transformer":
-            raise UsageError("argument --attention: a transformer checkpoint has no attention map")
         _, png = attention_map(model, src_tok, tgt_tok, texts[0], args.attention, limit)
         print(f"attention plot: {png}", file=sys.stderr)
     return 0
