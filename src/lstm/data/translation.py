@@ -468,7 +468,7 @@ class TranslationTokenizer:
         """Text of ``ids``, special tokens dropped."""
         if torch.is_tensor(ids):
             ids = ids.tolist()
-        return self.tokenizer.decode([int(i) for i in ids if int(i) > UNK or int(i) == UNK])
+        return self.tokenizer.decode([int(i) for i in ids if int(i) >= UNK])  # no pad, <s>, </s>
 
     def tokens(self, text: str) -> list[str]:
         """The token strings of ``text`` (for plots)."""
