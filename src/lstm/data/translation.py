@@ -11,9 +11,9 @@ fixed held-out set (validation and test, drawn with their own seed) never appear
 verse. Both print the 31,102 verses in the same order; the alignment is checked reference by
 reference (book by its position in the canon, chapter and verse), and pairs with an empty side
 are dropped. Strong's numbers (``<G5547>``, ``<H1234>``) and the references are stripped. The
-aligned corpus is cached as TSV in ``~/.cache/lstm/translation`` (``LSTM_CACHE`` or the
-``cache_dir`` argument override it). Whole books are held out (:data:`BIBLE_TEST_BOOKS`,
-:data:`BIBLE_VAL_BOOKS`): a test verse's book was never seen in training.
+aligned corpus is cached as TSV in ``~/.cache/lstm/translation`` (``$LSTM_CACHE_DIR``, as for
+the CPU kernels, or the ``cache_dir`` argument override it). Whole books are held out
+(:data:`BIBLE_TEST_BOOKS`, :data:`BIBLE_VAL_BOOKS`): a test verse's book was never seen in training.
 
 A user's own parallel text: :func:`read_parallel_tsv` (``source<TAB>target`` per line).
 
@@ -300,11 +300,11 @@ def align_verses(
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
-    """Where the aligned corpus is cached: ``path``, else ``$LSTM_CACHE/translation``, else
+    """Where the aligned corpus is cached: ``path``, else ``$LSTM_CACHE_DIR/translation``, else
     ``~/.cache/lstm/translation``."""
     if path is not None:
         return Path(path)
-    root = os.environ.get("LSTM_CACHE")
+    root = os.environ.get("LSTM_CACHE_DIR")
     return Path(root) / "translation" if root else Path.home() / ".cache" / "lstm" / "translation"
 
 
