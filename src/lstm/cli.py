@@ -421,6 +421,11 @@ TRAIN_TASKS: dict[str, tuple[str, AddArguments, Run]] = {
         _task("speech", "add_train_arguments"),
         _task("speech", "run_train"),
     ),
+    "translate": (
+        "an encoder-decoder with attention: numbers to words, KJV -> Reina-Valera verses, or --tsv",
+        _task("translate", "add_train_arguments"),
+        _task("translate", "run_train"),
+    ),
 }
 
 COMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
@@ -446,6 +451,11 @@ COMMANDS: dict[str, tuple[str, AddArguments, Run]] = {
         "what a trained speech model hears in 16 kHz mono WAV files",
         _task("speech", "add_transcribe_arguments"),
         _task("speech", "run_transcribe"),
+    ),
+    "translate": (
+        "translate text with a trained translation model (greedy or --beam N; --attention PNG)",
+        _task("translate", "add_translate_arguments"),
+        _task("translate", "run_translate"),
     ),
 }
 
