@@ -210,3 +210,20 @@ def test_tied_weights_save_and_load_without_pickle(tmp_path, monkeypatch):
     other.load_state_dict(loaded)
     assert torch.equal(other["emb"].weight, emb.weight)
     assert other["head"].weight is other["emb"].weight
+
+
+def test_load_task_checkpoint_picks_best_checks_the_task_and_loads_tensors(tmp_path):
+    root = tmp_path / "run" / "checkpoints"
+    for k, best in ((1, True), (2, False)):
+        ckpt.write_checkpoint(root, f"step-{k}", tensors={ckpt.MODEL: (_tensors(k), None)},
+                              jsons={ckpt.CONFIG: {"task": "speech", "step": k}},
+                              best=best)  # fmt: skip
+    where, meta, tensors = ckpt.load_task_checkpoint(tmp_path / "run", "speech", "a speech model")
+    assert where.name == "step-1" and meta["step"] == 1
+    torch.testing.assert_close(tensors, _tensors(1))
+    _, meta, _ = ckpt.load_task_checkpoint(root, "speech", "a speech model", which="LATEST")
+    assert meta["step"] == 2
+    with pytest.raises(
+        ckpt.CheckpointError, match="is not a forecaster \\(its task is 'speech'\\)"
+    ):
+        ckpt.load_task_checkpoint(root, "forecast", "a forecaster")

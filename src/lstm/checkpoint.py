@@ -192,6 +192,21 @@ def find_checkpoint(path: str | os.PathLike, which: str = "LATEST") -> Path:
     return p
 
 
+def load_task_checkpoint(
+    path: str | os.PathLike, task: str, kind: str, which: str = "BEST"
+) -> tuple[Path, dict, dict[str, Tensor]]:
+    """What every task's loader needs: the checkpoint that ``path`` names (its ``which`` pointer,
+    else ``LATEST``), its config, checked to have been written by ``task`` (a
+    :class:`CheckpointError` naming ``kind``, e.g. "a speech model", otherwise), and the model's
+    tensors. Returns ``(checkpoint directory, config, tensors)``."""
+    where = find_checkpoint(path, which)
+    meta = load_json(where / CONFIG)
+    if meta.get("task") != task:
+        raise CheckpointError(f"{str(path)!r} is not {kind} (its task is {meta.get('task')!r})")
+    tensors, _ = load_tensors(where / MODEL)
+    return where, meta, tensors
+
+
 def load_json(path: str | os.PathLike) -> Any:
     """A JSON file, with a :class:`CheckpointError` naming it when it is unreadable."""
     try:

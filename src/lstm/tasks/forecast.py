@@ -313,17 +313,8 @@ def train_forecaster(
 def load_forecaster(path: str | os.PathLike, which: str = "BEST") -> tuple[Forecaster, dict]:
     """A trained forecaster and its checkpoint config from a run directory or checkpoint (its
     ``BEST`` checkpoint when there is one, else ``LATEST``)."""
-    try:
-        where = ckpt.find_checkpoint(path, which)
-    except (ckpt.CheckpointError, FileNotFoundError, ValueError):
-        where = ckpt.find_checkpoint(path, "LATEST")
-    meta = ckpt.load_json(where / ckpt.CONFIG)
-    if meta.get("task") != TASK:
-        raise ValueError(
-            f"checkpoint {str(path)!r} is not a forecaster (task {meta.get('task')!r})"
-        )
+    _, meta, weights = ckpt.load_task_checkpoint(path, TASK, "a forecaster", which)
     model = Forecaster(ForecasterConfig.from_json(meta["model"]))
-    weights, _ = ckpt.load_tensors(where / ckpt.MODEL)
     model.load_state_dict(weights)
     model.eval()
     return model, meta

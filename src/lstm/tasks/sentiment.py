@@ -308,17 +308,8 @@ def _save_final(out_dir, model, extra: dict, train_config) -> Path:
 def load_sentiment_model(path: str | os.PathLike) -> tuple[torch.nn.Module, WordVocab, dict]:
     """A trained classifier, its vocabulary and checkpoint config (the run's ``BEST`` checkpoint,
     else ``LATEST``)."""
-    try:
-        where = ckpt.find_checkpoint(path, "BEST")
-    except (ckpt.CheckpointError, FileNotFoundError):
-        where = ckpt.find_checkpoint(path, "LATEST")
-    meta = ckpt.load_json(where / ckpt.CONFIG)
-    if meta.get("task") != TASK:
-        raise ckpt.CheckpointError(
-            f"{str(path)!r} is not a sentiment classifier (its task is {meta.get('task')!r})"
-        )
+    _, meta, weights = ckpt.load_task_checkpoint(path, TASK, "a sentiment classifier")
     model = build_classifier(ClassifierConfig.from_json(meta["model"]))
-    weights, _ = ckpt.load_tensors(where / ckpt.MODEL)
     model.load_state_dict(weights)
     model.eval()
     return model, vocab_from_json(meta["vocab"]), meta

@@ -415,17 +415,8 @@ def report(summary: dict) -> str:
 
 def load_speech_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     """A trained speech model and its checkpoint config (``BEST``, else ``LATEST``)."""
-    try:
-        where = ckpt.find_checkpoint(path, "BEST")
-    except (ckpt.CheckpointError, FileNotFoundError):
-        where = ckpt.find_checkpoint(path, "LATEST")
-    meta = ckpt.load_json(where / ckpt.CONFIG)
-    if meta.get("task") != TASK:
-        raise ckpt.CheckpointError(
-            f"{str(path)!r} is not a speech model (its task is {meta.get('task')!r})"
-        )
+    _, meta, weights = ckpt.load_task_checkpoint(path, TASK, "a speech model")
     model = build_speech_model(SpeechConfig.from_json(meta["model"]))
-    weights, _ = ckpt.load_tensors(where / ckpt.MODEL)
     model.load_state_dict(weights)
     model.eval()
     return model, meta

@@ -413,20 +413,11 @@ def load_translation_model(
 ) -> tuple[torch.nn.Module, TranslationTokenizer, TranslationTokenizer, dict]:
     """A trained translation model, its source and target tokenizers and checkpoint config (the
     run's ``BEST`` checkpoint, else ``LATEST``)."""
-    try:
-        where = ckpt.find_checkpoint(path, "BEST")
-    except (ckpt.CheckpointError, FileNotFoundError):
-        where = ckpt.find_checkpoint(path, "LATEST")
-    meta = ckpt.load_json(where / ckpt.CONFIG)
-    if meta.get("task") != TASK:
-        raise ckpt.CheckpointError(
-            f"{str(path)!r} is not a translation model (its task is {meta.get('task')!r})"
-        )
+    _, meta, weights = ckpt.load_task_checkpoint(path, TASK, "a translation model")
     config = Seq2SeqConfig.from_json(meta["model"])
     if backend is not None:
         config.backend = backend
     model = build_seq2seq(config)
-    weights, _ = ckpt.load_tensors(where / ckpt.MODEL)
     model.load_state_dict(weights)
     model.eval()
     src_tok = TranslationTokenizer.from_json(meta["src_tokenizer"])
