@@ -52,10 +52,13 @@ def gradient_report(
         torch.manual_seed(seed)
         bias = forget_bias if cell == "lstm" else None
         fresh = make_model(task, cell, hidden_size, forget_bias=bias)
-        trained = train_lab(task_name, cell=cell, length=length, hidden_size=hidden_size,
-                            steps=train_steps, eval_every=max(1, min(250, train_steps)),
-                            seed=seed, forget_bias=bias, progress=False)[1]  # fmt: skip
-        for label, model in (("untrained", fresh), (f"trained {train_steps} steps", trained)):
+        result, trained = train_lab(task_name, cell=cell, length=length, hidden_size=hidden_size,
+                                    steps=train_steps, eval_every=max(1, min(250, train_steps)),
+                                    seed=seed, forget_bias=bias, progress=False)  # fmt: skip
+        # The run stops early once it solves the task: say how far it went and how it ended.
+        steps = result.sequences_seen // result.config["batch_size"]
+        trained_label = f"trained {steps} steps, {result.wrong} wrong of {result.test_sequences:,}"
+        for label, model in (("untrained", fresh), (trained_label, trained)):
             # In float64: a plain RNN's gradient falls below float32's smallest number (1e-45)
             # within ~100 steps, which would read as exactly zero.
             m64 = copy.deepcopy(model).double()
