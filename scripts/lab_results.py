@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lstm.tasks.lab import format_result, run_lab
+from lstm.tasks.lab import RECIPE, format_result, run_lab
 
 # (task, T, cell, forget-gate bias, seeds): the paper's table and the bias comparison. Runs that
 # are expected to solve the task get several seeds; the runs that show a failure get one (a failure
@@ -46,11 +46,11 @@ def _key(task: str, T: int, cell: str, bias: float | None, seed: int) -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=None, help="override every row's seed count")
-    parser.add_argument("--steps", type=int, default=10_000, help="update budget per run")
+    parser.add_argument("--steps", type=int, default=RECIPE.steps, help="update budget per run")
     parser.add_argument("--minutes", type=float, default=None, help="time budget per run")
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--hidden", type=int, default=RECIPE.hidden_size)
+    parser.add_argument("--batch", type=int, default=RECIPE.batch_size)
+    parser.add_argument("--lr", type=float, default=RECIPE.lr)
     parser.add_argument("--only", default=None, help="task:T[,task:T] to run a subset")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default="docs/results")
@@ -79,7 +79,7 @@ def main() -> None:
                 continue
             r = run_lab(task, cell=cell, length=T, hidden_size=args.hidden, batch_size=args.batch,
                         steps=args.steps, minutes=args.minutes, lr=args.lr,
-                        forget_bias=bias, eval_every=250, seed=seed,
+                        forget_bias=bias, eval_every=RECIPE.eval_every, seed=seed,
                         progress=False)  # fmt: skip
             print(format_result(r) + (f" [b_f={bias}]" if cell == "lstm" else ""), flush=True)
             results.append(asdict(r))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 # The Triton kernels are tested on the CPU under Triton's interpreter, and Triton reads
@@ -12,6 +13,17 @@ import torch
 # are compiled and tested for real.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is faster than two, and fair to a shared machine. A module opts in
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # float32 and float64 tolerances of the issue: max abs error against torch.nn.
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}

@@ -20,12 +20,7 @@ VERSE = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fails(capsys, argv, message):
@@ -204,7 +199,6 @@ def test_word_and_bpe_language_models(tmp_path, capsys, level):
 def test_bench_finds_the_benchmarks_and_reports_no_gpu(capsys, monkeypatch, tmp_path):
     """`lstm bench gpu` from any directory finds the repository's benchmarks; without CUDA it
     says so in one line and exits 2."""
-    import torch
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: the GPU benchmark would run")

@@ -21,13 +21,7 @@ from lstm.models.language_model import (
     transformer_matching,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PROBS = torch.tensor([0.05, 0.30, 0.10, 0.40, 0.15])  # sorted: 3 (.40), 1 (.30), 4 (.15), 2, 0

@@ -68,10 +68,18 @@ def test_mel_filter_values_by_hand():
     assert w[0, 1].item() == pytest.approx(0.56568, abs=1e-5)
     assert w[0, 2].item() == pytest.approx(0.96274, abs=1e-5)
     assert w[0, 8].item() == pytest.approx(0.0, abs=1e-12)
-    # 40 filters: each peaks at 1 at its centre, and neighbours cross where both are below 1
+    # 40 filters: each rises from its left neighbour's centre and falls to its right one's, so
+    # between the first and the last centre the triangles overlap to a partition of unity
     fb = mel_filterbank(40, 512, 16000, 20.0, 7600.0)
     assert fb.shape == (40, 257)
-    assert float(fb.max()) <= 1.0 and float(fb.min()) >= 0.0
+    assert float(fb.min()) >= 0.0
+    mels = torch.linspace(hz_to_mel(20.0), hz_to_mel(7600.0), 42, dtype=torch.float64)
+    centres = mel_to_hz(mels)
+    freqs = torch.arange(257, dtype=torch.float64) * 16000 / 512
+    inside = (freqs >= centres[1]) & (freqs <= centres[40])
+    assert int(inside.sum()) > 200
+    torch.testing.assert_close(fb[:, inside].double().sum(0), torch.ones(int(inside.sum()),
+                               dtype=torch.float64), rtol=0, atol=1e-5)  # fmt: skip
 
 
 def test_pure_tone_spectrum_by_hand():
@@ -472,6 +480,7 @@ def test_transcribe_rejects_a_non_speech_checkpoint(tmp_path, capsys):
         (["--accents", "en-xx"], "'en-xx' is not one of"),
         (["--variants", "m9"], "'m9' is not one of"),
         (["--beam", "-1"], "--beam: should be >= 0"),
+        (["--resume"], "--resume: speech runs cannot be resumed yet"),
         (["--task", "words"], "invalid choice"),
     ],
 )

@@ -11,14 +11,7 @@ from lstm.data.text import CharVocab, StreamBatches
 from lstm.models.language_model import LMConfig, build_language_model, evaluate_stream, lm_loss
 from lstm.training import TrainConfig, detach_state, fit, lr_factor, read_metrics
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster than two, and fair to a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 POEM = (
@@ -237,3 +230,29 @@ def test_torch_backend_is_a_peer_with_the_same_parameters():
     b, (_h2, c2) = peer(x)
     torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(c, c2, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("best_key, best_call", [(None, 1), (lambda r: -r["loss"], 0)])
+def test_restore_best_ends_with_the_weights_of_the_best_evaluation(best_key, best_call):
+    """Evaluations score 3, 1, 2 (the last at the end of training): ``restore_best`` ends with the
+    weights seen at the lowest key (call 1 by the loss; call 0 by ``-loss``), not the last ones."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    data = [(torch.randn(8, 3), torch.randn(8, 1)) for _ in range(6)]
+    seen = []
+
+    def loss_fn(m, batch, state):
+        x, y = batch
+        return nn.functional.mse_loss(m(x), y), None, len(x)
+
+    def eval_fn(m):
+        seen.append({k: v.clone() for k, v in m.state_dict().items()})
+        return {"loss": [3.0, 1.0, 2.0][len(seen) - 1]}
+
+    config = TrainConfig(steps=5, lr=0.1, eval_every=2, progress=False, carry_state=False)
+    result = fit(model, data, loss_fn, config, eval_fn=eval_fn, restore_best=True,
+                 best_key=best_key)  # fmt: skip
+    assert len(seen) == 3 and result.best_val_loss == 1.0
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, seen[best_call][name], rtol=0, atol=0)
+    assert not torch.equal(seen[best_call]["weight"], seen[-1]["weight"])

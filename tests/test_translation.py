@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lstm.cli import main
 from lstm.data.translation import (
@@ -41,12 +42,7 @@ pytest.importorskip("num2words")
 pytest.importorskip("sacrebleu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,6 +111,12 @@ def test_parallel_tsv(tmp_path):
     split = read_parallel_tsv(path)
     assert len(split.train) + len(split.val) + len(split.test) == 45
     assert ("19", "número 19") in split.val and ("20", "número 20") in split.test
+    # Regression: a short file's held-out pairs were copies of training pairs
+    path.write_text("".join(f"{k}\tnúmero {k}\n" for k in range(5)), encoding="utf-8")
+    short = read_parallel_tsv(path)
+    assert len(short.train) == 3 and short.val == [("4", "número 4")]
+    assert short.test == [("3", "número 3")]
+    assert not set(short.val + short.test) & set(short.train)
     path.write_text("one\ttwo\nthree without a tab\n", encoding="utf-8")
     with pytest.raises(TranslationDataError, match="line 2: expected 'source<TAB>target'"):
         read_parallel_tsv(path)
@@ -333,7 +335,12 @@ def test_loss_counts_target_tokens_without_padding():
     batch = PairBatches([[4, 5], [6]], [[4, 5, 6], [7]], 2, shuffle=False).batch([0, 1])
     loss, state, count = seq2seq_loss(model, batch, None)
     assert state is None and count == 4 + 2  # the targets and their </s>
-    assert math.log(9) * 0.8 < loss.item() < math.log(9) * 1.2  # near uniform at the start
+    # the mean over the real target positions only (padding included it would read 2.170)
+    src, src_len, tgt_in, tgt_out = batch
+    logits = model(src, src_len, tgt_in)
+    real = tgt_out != PAD
+    expected = F.cross_entropy(logits[real], tgt_out[real])
+    torch.testing.assert_close(loss, expected, rtol=0, atol=1e-6)
 
 
 def test_short_training_run_learns_numbers_to_words(tmp_path):

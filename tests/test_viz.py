@@ -99,3 +99,19 @@ def test_find_interpretable_cells_finds_a_planted_quote_cell():
     assert by_unit[11]["feature"] == "bracket depth" and by_unit[11]["correlation"] > 0.95
     with pytest.raises(ValueError, match="states has 3 steps"):
         viz.find_interpretable_cells(text, torch.zeros(3, 2))
+
+
+def test_plot_confusion_is_compact_beyond_six_labels(tmp_path):
+    """Two classes: counts and shares in large cells; 18 keywords: counts in small cells. The
+    figure sizes follow the two layouts (inches x dpi)."""
+    import matplotlib.image
+
+    from lstm.viz import plot_confusion
+
+    two = plot_confusion([[5, 1], [2, 7]], ["neg", "pos"], tmp_path / "two.png", "sentiment")
+    many = plot_confusion(torch.eye(18, dtype=torch.long).tolist(), [f"w{i}" for i in range(18)],
+                          tmp_path / "many.png")  # fmt: skip
+    assert matplotlib.image.imread(two).shape[:2] == (round((1.8 + 2.0) * 120),
+                                                      round((2.2 + 2.2) * 120))  # fmt: skip
+    assert matplotlib.image.imread(many).shape[:2] == (round((1.2 + 0.4 * 18) * 100),
+                                                       round((1.5 + 0.42 * 18) * 100))  # fmt: skip

@@ -28,7 +28,8 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,13 @@ from torch import Tensor
 
 __all__ = [
     "CheckpointError",
+    "JsonConfig",
     "atomic_write_text",
     "find_checkpoint",
     "flatten_state",
     "get_rng_state",
     "load_json",
+    "load_task_checkpoint",
     "load_tensors",
     "optimizer_state_from_tensors",
     "optimizer_state_to_tensors",
@@ -60,6 +63,43 @@ MODEL = "model.safetensors"
 
 class CheckpointError(ValueError):
     """A path that is not a usable checkpoint."""
+
+
+class JsonConfig:
+    """A base for the hyperparameter dataclasses that checkpoints store as JSON: ``to_json`` and
+    ``from_json`` (which ignores keys a newer or older version does not know), and the argument
+    checks they share, each raising a ValueError that names the field and its value."""
+
+    def to_json(self) -> dict:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]):  # -> the subclass
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def check_one_of(self, name: str, choices: Iterable[str]) -> None:
+        value, choices = getattr(self, name), tuple(choices)
+        if value not in choices:
+            raise ValueError(f"{name} should be one of {', '.join(choices)}, got {value!r}")
+
+    def check_at_least_one(self, *names: str) -> None:
+        for name in names:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} should be at least 1, got {getattr(self, name)}")
+
+    def check_rate(self, *names: str) -> None:
+        """A probability such as a dropout rate: in [0, 1)."""
+        for name in names:
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} should be in [0, 1), got {getattr(self, name)}")
+
+    def check_heads(self) -> None:
+        """A Transformer's width must split evenly over its attention heads."""
+        if getattr(self, "cell", None) == "transformer" and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} should be divisible by num_heads {self.num_heads}"
+            )
 
 
 # --------------------------------------------------------------------------------------------

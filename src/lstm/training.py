@@ -37,7 +37,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from lstm import checkpoint as ckpt
+from lstm.checkpoint import JsonConfig
 
 __all__ = [
     "FitResult",
@@ -67,7 +68,7 @@ SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """How to train (stored in checkpoints as JSON). At least one of ``steps``, ``epochs`` and
     ``minutes`` must be set."""
 
@@ -117,14 +118,6 @@ class TrainConfig:
         if self.log_every < 1 or self.keep_checkpoints < 1 or self.warmup_steps < 0:
             raise ValueError("log_every and keep_checkpoints should be >= 1, warmup_steps >= 0")
         self.betas = tuple(self.betas)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -418,6 +411,8 @@ def fit(
     extra: Mapping[str, Any] | None = None,
     plot: Callable[[list[dict], Path], Any] | None = None,
     stop_when: Callable[[Mapping[str, float]], bool] | None = None,
+    restore_best: bool = False,
+    best_key: Callable[[Mapping[str, float]], Any] | None = None,
 ) -> FitResult:
     """Trains ``model`` on ``train_data`` (see the module docstring).
 
@@ -437,6 +432,10 @@ def fit(
         plot: ``(metrics, out_dir) -> None`` to draw the curves; by default :func:`plot_curves`.
         stop_when: ``eval result -> bool``, checked after every evaluation: training stops with
             ``stopped="target reached"`` once it returns True (a task's own success criterion).
+        restore_best: end with the weights of the best evaluation of this call (kept in memory on
+            rank 0) instead of the last ones; the checkpoints written are unchanged.
+        best_key: ``eval result -> a comparable``, lower is better, that ``restore_best`` picks
+            by (default: the ``loss``; e.g. ``(error rate, loss)``).
     """
     rank, world = _world()
     device = torch.device(config.device)
@@ -495,12 +494,20 @@ def fit(
             return progress.train_seconds / budget
         return 0.0  # epochs only: the schedule cannot know the end; constant after warmup
 
+    best_weights: dict[str, Any] = {"key": None, "state": None}
+
     def evaluate() -> dict | None:
         if eval_fn is None or rank != 0:
             return None
         result = dict(eval_fn(module))
         log({"split": "val", "step": progress.step, "epoch": progress.epoch,
              "seconds": progress.train_seconds, **result})  # fmt: skip
+        if restore_best:
+            key = best_key(result) if best_key is not None else result["loss"]
+            if best_weights["key"] is None or key < best_weights["key"]:
+                best_weights["key"] = key
+                best_weights["state"] = {k: v.detach().clone() for k, v in
+                                         module.state_dict().items()}  # fmt: skip
         return result
 
     def sync_stop(stop: str | None) -> str | None:
@@ -633,6 +640,8 @@ def fit(
         log_file.close()
     if rank == 0 and out is not None:
         _plot(plot, history, out)
+    if best_weights["state"] is not None:
+        module.load_state_dict(best_weights["state"])
     return FitResult(
         step=progress.step,
         epoch=progress.epoch,

@@ -23,6 +23,7 @@ __all__ = [
     "TEXT_FEATURES",
     "find_interpretable_cells",
     "gates_html",
+    "plot_confusion",
     "plot_gate_heatmaps",
     "plot_gradient_flow",
     "save_figure",
@@ -50,6 +51,50 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plot_confusion(
+    confusion: Sequence[Sequence[int]],
+    label_names: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    compact: bool | None = None,
+) -> Path:
+    """A confusion matrix (rows: truth, columns: prediction) as a PNG, each cell shaded by its
+    share of the row. Counts and row shares are written in; ``compact`` (the default beyond six
+    labels, e.g. keyword spotting's 18 words) writes the nonzero counts only, in small cells."""
+    import numpy as np
+
+    plt = _pyplot()
+    cm = np.asarray(confusion)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    k = len(label_names)
+    compact = k > 6 if compact is None else compact
+    if compact:
+        fig, ax = plt.subplots(figsize=(1.5 + 0.42 * k, 1.2 + 0.4 * k), dpi=100)
+    else:
+        fig, ax = plt.subplots(figsize=(2.2 + 1.1 * k, 1.8 + 1.0 * k), dpi=110)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            color = "white" if share[i, j] > 0.6 else "black"
+            if not compact:
+                ax.text(j, i, f"{cm[i, j]:,}\n{share[i, j]:.1%}", ha="center", va="center",
+                        color=color, fontsize=9)  # fmt: skip
+            elif cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color=color)
+    if compact:
+        ax.set_xticks(range(k), label_names, rotation=60, fontsize=8)
+        ax.set_yticks(range(k), label_names, fontsize=8)
+    else:
+        ax.set_xticks(range(k), label_names, rotation=30 if k > 3 else 0)
+        ax.set_yticks(range(k), label_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title, fontsize=9 if compact else 10)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100 if compact else 120)
 
 
 def plot_gradient_flow(

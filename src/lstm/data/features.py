@@ -29,12 +29,13 @@ From samples :math:`x[n]` at sample rate :math:`r` (16 kHz):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from lstm.checkpoint import JsonConfig
 
 __all__ = [
     "FeatureConfig",
@@ -101,7 +102,7 @@ def dct_matrix(n_mfcc: int, n_mels: int, dtype: torch.dtype = torch.float64) -> 
 
 
 @dataclass
-class FeatureConfig:
+class FeatureConfig(JsonConfig):
     """How clips become feature frames (stored in checkpoints as JSON)."""
 
     kind: str = "logmel"  # logmel | mfcc
@@ -129,14 +130,6 @@ class FeatureConfig:
     def size(self) -> int:
         """Channels per frame."""
         return self.n_mfcc if self.kind == "mfcc" else self.n_mels
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FeatureConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 _FILTERS: dict[tuple, Tensor] = {}

@@ -397,10 +397,12 @@ def read_parallel_tsv(path: str | os.PathLike, every: int = 20) -> ParallelSplit
     parts: dict[int, list] = {0: [], 1: [], 2: []}
     for k, pair in enumerate(pairs):
         parts[1 if k % every == every - 1 else 2 if k % every == 0 and k else 0].append(pair)
+    # A short file has no pair at those positions: take the held-out ones from the end of the
+    # training part (moved, not copied: a pair is never both trained on and tested on).
     if not parts[1]:
-        parts[1] = parts[0][-1:]
+        parts[1] = [parts[0].pop()]
     if not parts[2]:
-        parts[2] = parts[0][-2:-1]
+        parts[2] = [parts[0].pop()]
     return ParallelSplit(parts[0], parts[1], parts[2], {"task": "tsv", "path": str(path)})
 
 

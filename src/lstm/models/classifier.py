@@ -22,7 +22,7 @@ Le (2015) and ULMFiT.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lstm
+from lstm.checkpoint import JsonConfig
 
 __all__ = [
     "ClassifierConfig",
@@ -47,7 +48,7 @@ POOLINGS = ("last", "max", "mean", "concat")
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(JsonConfig):
     """Hyperparameters of a classifier (stored as JSON in checkpoints)."""
 
     vocab_size: int
@@ -66,32 +67,13 @@ class ClassifierConfig:
     context: int = 512  # Transformer: the longest sequence (learned positions)
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell should be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(
-                f"pooling should be one of {', '.join(POOLINGS)}, got {self.pooling!r}"
-            )
-        for name in ("vocab_size", "embed_size", "hidden_size", "num_layers"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} should be at least 1, got {getattr(self, name)}")
+        self.check_one_of("cell", CELLS)
+        self.check_one_of("pooling", POOLINGS)
+        self.check_at_least_one("vocab_size", "embed_size", "hidden_size", "num_layers")
         if self.num_classes < 2:
             raise ValueError(f"num_classes should be at least 2, got {self.num_classes}")
-        for name in ("dropout", "embed_dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} should be in [0, 1), got {getattr(self, name)}")
-        if self.cell == "transformer" and self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} should be divisible by num_heads {self.num_heads}"
-            )
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ClassifierConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        self.check_rate("dropout", "embed_dropout")
+        self.check_heads()
 
 
 def _word_dropout(x: Tensor, tokens: Tensor, p: float, training: bool) -> Tensor:
@@ -189,8 +171,9 @@ def build_classifier(config: ClassifierConfig) -> nn.Module:
 
 
 def classification_loss(model: nn.Module, batch: tuple, state: Any) -> tuple[Tensor, None, int]:
-    """The loss for :func:`lstm.training.fit`: mean cross-entropy of ``batch = (tokens (B, T),
-    lengths (B,), labels (B,))``; no state is carried between batches."""
+    """The loss for :func:`lstm.training.fit`: mean cross-entropy of ``batch = (tokens (B, T) or
+    frames (B, T, F), lengths (B,), labels (B,))``; no state is carried between batches. The
+    sentiment classifier and the keyword spotter both train on it."""
     tokens, lengths, labels = batch
     device = next(model.parameters()).device
     logits = model(tokens.to(device), lengths)

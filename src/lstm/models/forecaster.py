@@ -25,7 +25,7 @@ recurrent stacks are :class:`lstm.LSTM`, :class:`lstm.GRU` or :class:`lstm.RNN`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import lstm
+from lstm.checkpoint import JsonConfig
 
 __all__ = [
     "Forecaster",
@@ -48,7 +49,7 @@ STRATEGIES = ("direct", "recursive")
 
 
 @dataclass
-class ForecasterConfig:
+class ForecasterConfig(JsonConfig):
     """Hyperparameters of a :class:`Forecaster` (stored as JSON in checkpoints)."""
 
     past_size: int  # features per past step (target first)
@@ -65,19 +66,12 @@ class ForecasterConfig:
     skip: bool = False  # add a linear map of each step's inputs to the output (LSTNet's highway)
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell should be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"strategy should be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
-            )
-        for name in ("past_size", "future_size", "horizon", "hidden_size", "num_layers"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} should be at least 1, got {getattr(self, name)}")
+        self.check_one_of("cell", CELLS)
+        self.check_one_of("strategy", STRATEGIES)
+        self.check_at_least_one("past_size", "future_size", "horizon", "hidden_size", "num_layers")
         if self.strategy == "recursive" and self.recursive_size < 1:
             raise ValueError("the recursive strategy needs recursive_size >= 1")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout should be in [0, 1), got {self.dropout}")
+        self.check_rate("dropout")
         q = tuple(float(v) for v in self.quantiles)
         if any(not 0 < v < 1 for v in q) or list(q) != sorted(set(q)):
             raise ValueError(f"quantiles should be increasing values in (0, 1), got {list(q)}")
@@ -90,14 +84,7 @@ class ForecasterConfig:
         return max(1, len(self.quantiles))
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["quantiles"] = list(self.quantiles)
-        return d
-
-    @classmethod
-    def from_json(cls, data: dict) -> ForecasterConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return {**super().to_json(), "quantiles": list(self.quantiles)}
 
 
 class Forecaster(nn.Module):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import lstm
+from lstm.checkpoint import JsonConfig
 from lstm.data.text import Vocab, WordVocab
 
 __all__ = [
@@ -50,7 +51,7 @@ CELLS = ("lstm", "gru", "rnn", "transformer")
 
 
 @dataclass
-class LMConfig:
+class LMConfig(JsonConfig):
     """Hyperparameters of a language model (stored as JSON in checkpoints)."""
 
     vocab_size: int
@@ -66,30 +67,15 @@ class LMConfig:
     ff_mult: int = 4  # Transformer only: feed-forward width = ff_mult * hidden_size
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell should be one of {', '.join(CELLS)}, got {self.cell!r}")
-        for name in ("vocab_size", "embed_size", "hidden_size", "num_layers"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} should be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout should be in [0, 1), got {self.dropout}")
-        if self.cell == "transformer" and self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} should be divisible by num_heads {self.num_heads}"
-            )
+        self.check_one_of("cell", CELLS)
+        self.check_at_least_one("vocab_size", "embed_size", "hidden_size", "num_layers")
+        self.check_rate("dropout")
+        self.check_heads()
         backends = ["torch", "auto", *lstm.available_backends()]
         if self.cell != "transformer" and self.backend not in backends:
             raise ValueError(
                 f"backend should be one of {', '.join(backends)}, got {self.backend!r}"
             )
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> LMConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 class RecurrentLM(nn.Module):

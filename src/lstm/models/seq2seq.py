@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,7 +46,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lstm
+from lstm.checkpoint import JsonConfig
 from lstm.data.translation import BOS, EOS, PAD
+from lstm.models.language_model import count_parameters  # re-exported for translate
 
 __all__ = [
     "Attention",
@@ -66,7 +67,7 @@ SCORES = ("dot", "general", "additive")
 
 
 @dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(JsonConfig):
     """Hyperparameters of a translation model (stored as JSON in checkpoints)."""
 
     src_vocab: int
@@ -84,33 +85,11 @@ class Seq2SeqConfig:
     context: int = 256  # transformer: the longest sequence (learned positions)
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell should be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if self.attention not in SCORES:
-            raise ValueError(
-                f"attention should be one of {', '.join(SCORES)}, got {self.attention!r}"
-            )
-        for name in ("src_vocab", "tgt_vocab", "embed_size", "hidden_size", "num_layers"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} should be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout should be in [0, 1), got {self.dropout}")
-        if self.cell == "transformer" and self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} should be divisible by num_heads {self.num_heads}"
-            )
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Seq2SeqConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+        self.check_one_of("cell", CELLS)
+        self.check_one_of("attention", SCORES)
+        self.check_at_least_one("src_vocab", "tgt_vocab", "embed_size", "hidden_size", "num_layers")
+        self.check_rate("dropout")
+        self.check_heads()
 
 
 def padding_mask(lengths: Tensor, S: int, device: torch.device) -> Tensor:

@@ -13,8 +13,7 @@ masks them (:func:`lstm.models.classifier._pool`), and CTC reads each utterance'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lstm
+from lstm.checkpoint import JsonConfig
 from lstm.models.classifier import POOLINGS, _pool
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "SpeechConfig",
     "build_speech_model",
     "ctc_loss",
-    "keyword_loss",
     "stack_frames",
 ]
 
@@ -40,7 +39,7 @@ TASKS = ("keywords", "digits")
 
 
 @dataclass
-class SpeechConfig:
+class SpeechConfig(JsonConfig):
     """Hyperparameters of a speech model (stored as JSON in checkpoints)."""
 
     task: str  # keywords (a class per clip) | digits (CTC transcription)
@@ -56,27 +55,11 @@ class SpeechConfig:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task should be one of {', '.join(TASKS)}, got {self.task!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell should be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(
-                f"pooling should be one of {', '.join(POOLINGS)}, got {self.pooling!r}"
-            )
-        for name in ("num_features", "num_classes", "hidden_size", "num_layers", "stack"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} should be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout should be in [0, 1), got {self.dropout}")
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SpeechConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        self.check_one_of("task", TASKS)
+        self.check_one_of("cell", CELLS)
+        self.check_one_of("pooling", POOLINGS)
+        self.check_at_least_one("num_features", "num_classes", "hidden_size", "num_layers", "stack")
+        self.check_rate("dropout")
 
 
 def stack_frames(frames: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -156,13 +139,6 @@ class CTCRecognizer(nn.Module):
 def build_speech_model(config: SpeechConfig) -> nn.Module:
     """A :class:`KeywordSpotter` or :class:`CTCRecognizer` for ``config.task``."""
     return KeywordSpotter(config) if config.task == "keywords" else CTCRecognizer(config)
-
-
-def keyword_loss(model: nn.Module, batch: tuple, state: Any) -> tuple[Tensor, None, int]:
-    """For :func:`lstm.training.fit`: mean cross-entropy of ``batch = (frames (B, T, F),
-    lengths (B,), labels (B,))``."""
-    frames, lengths, labels = batch
-    return F.cross_entropy(model(frames, lengths), labels), None, len(labels)
 
 
 def ctc_loss(model: nn.Module, batch: tuple, state: Any) -> tuple[Tensor, None, int]:

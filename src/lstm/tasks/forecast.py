@@ -21,7 +21,6 @@ Baselines (all fitted on data before the first test origin only):
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -293,20 +292,14 @@ def train_forecaster(
                             recursive=recursive)  # fmt: skip
     val_origins = data.val if len(data.val) else data.train_origins(stride)[-64:]
     val_batch = data.recursive_windows(val_origins) if recursive else data.windows(val_origins)
-    best = {"loss": float("inf"), "state": None}
 
     def eval_fn(m: torch.nn.Module) -> dict:
         with torch.no_grad():
             loss, _, _ = forecast_loss(m, val_batch, None)
-        loss = float(loss)
-        if loss < best["loss"]:
-            best["loss"], best["state"] = loss, copy.deepcopy(m.state_dict())
-        return {"loss": loss}
+        return {"loss": float(loss)}
 
     result = fit(model, batches, forecast_loss, train_config, eval_fn=eval_fn, out_dir=out_dir,
-                 extra=_extra(data, config, source or {}))  # fmt: skip
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
+                 extra=_extra(data, config, source or {}), restore_best=True)  # fmt: skip
     return model, result
 
 

@@ -27,19 +27,22 @@ def _fixed_length_batch(task, n: int, seed: int):
 def gradient_report(
     task_name: str = "adding",
     length: int = 100,
-    hidden_size: int = 64,
+    hidden_size: int | None = None,
     train_steps: int = 300,
     out_dir: str | Path = "runs/gradients",
     cells: tuple[str, ...] = ("lstm", "gru", "rnn"),
     seed: int = 0,
-    forget_bias: float = 5.0,
+    forget_bias: float | None = None,
 ) -> dict:
     """For each cell, untrained and after ``train_steps`` updates on the task: the norm of
     dL/dh_t (and dL/dC_t) against the lag to the loss, through the hand-written BPTT. Writes
     ``gradients.png`` and ``gradients.json`` in ``out_dir``; returns the JSON's content. The
-    untrained and the trained LSTM start from the same ``forget_bias`` (the lab's default)."""
-    from lstm.tasks.lab import LAB_TASKS, _loss, make_model, train_lab
+    untrained and the trained LSTM start from the same ``forget_bias``; it and ``hidden_size``
+    default to the lab's :data:`~lstm.tasks.lab.RECIPE`."""
+    from lstm.tasks.lab import LAB_TASKS, RECIPE, _loss, make_model, train_lab
 
+    hidden_size = hidden_size or RECIPE.hidden_size
+    forget_bias = RECIPE.forget_bias if forget_bias is None else forget_bias
     task = LAB_TASKS[task_name](length)
     if task.per_step:
         raise ValueError(f"gradient_report needs a task with a loss at the end, not {task_name!r}")
@@ -53,7 +56,8 @@ def gradient_report(
         bias = forget_bias if cell == "lstm" else None
         fresh = make_model(task, cell, hidden_size, forget_bias=bias)
         result, trained = train_lab(task_name, cell=cell, length=length, hidden_size=hidden_size,
-                                    steps=train_steps, eval_every=max(1, min(250, train_steps)),
+                                    steps=train_steps,
+                                    eval_every=max(1, min(RECIPE.eval_every, train_steps)),
                                     seed=seed, forget_bias=bias, progress=False)  # fmt: skip
         # The run stops early once it solves the task: say how far it went and how it ended.
         steps = result.sequences_seen // result.config["batch_size"]
@@ -142,14 +146,15 @@ def add_viz_arguments(p: argparse.ArgumentParser) -> None:
     g = what.add_parser("gradients", help="gradient norm against the lag, LSTM vs GRU vs RNN")
     g.add_argument("--task", default="adding", help="a lab task with a loss at the end")
     g.add_argument("--length", type=positive_int, default=100)
-    g.add_argument("--hidden", type=positive_int, default=64)
+    g.add_argument("--hidden", type=positive_int, help="cells (default: the lab's recipe, 64)")
     g.add_argument(
         "--train-steps",
         type=positive_int,
         default=300,
         help="updates for the trained models (each stops early once it solves the task)",
     )
-    g.add_argument("--forget-bias", type=float, default=5.0, help="the LSTM's b_f at the start")
+    g.add_argument("--forget-bias", type=float,
+                   help="the LSTM's b_f at the start (default: the lab's recipe, 5)")  # fmt: skip
     g.add_argument("--out", default="runs/gradients")
     k = what.add_parser("gates", help="gate and cell activations of a character LSTM over a text")
     k.add_argument("checkpoint", help="a run or checkpoint directory from `lstm train lm`")

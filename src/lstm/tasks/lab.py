@@ -26,6 +26,8 @@ from lstm.training import TrainConfig, fit
 
 __all__ = [
     "LAB_TASKS",
+    "RECIPE",
+    "LabRecipe",
     "LabResult",
     "SequenceModel",
     "evaluate_lab",
@@ -36,6 +38,27 @@ __all__ = [
 
 TEST_SEQUENCES = 2560  # the paper's test-set size
 TEST_SEED = 10_000  # test data never share a seed with training data
+
+
+@dataclass(frozen=True)
+class LabRecipe:
+    """The training recipe of ``lstm lab``, ``lstm viz gradients`` and scripts/lab_results.py,
+    measured to solve the adding problem at T = 100 (docs/results.md): Adam at ``lr``, gradient
+    clipping at 1.0, and a forget-gate bias of 5. The bias matters most: at the usual b_f = 1 the
+    gate starts near sigmoid(1) = 0.73, so a memory fades as 0.73^50 ~ 1e-7 over the task's
+    shortest lag and the gradient that would teach the cell to keep it vanishes with it; at
+    b_f = 5 (0.993^50 ~ 0.7) the cell starts as the 1997 paper's constant error carousel (which
+    had no forget gate at all) and learns what to forget later."""
+
+    hidden_size: int = 64
+    batch_size: int = 16
+    steps: int = 10_000
+    lr: float = 3e-3
+    forget_bias: float = 5.0
+    eval_every: int = 250
+
+
+RECIPE = LabRecipe()
 
 
 @dataclass(frozen=True)
@@ -243,13 +266,13 @@ def train_lab(
     task_name: str,
     cell: str = "lstm",
     length: int = 100,
-    hidden_size: int = 64,
-    batch_size: int = 16,
-    steps: int | None = 10_000,
+    hidden_size: int = RECIPE.hidden_size,
+    batch_size: int = RECIPE.batch_size,
+    steps: int | None = RECIPE.steps,
     minutes: float | None = None,
-    lr: float = 3e-3,
-    forget_bias: float | None = 5.0,
-    eval_every: int = 250,
+    lr: float = RECIPE.lr,
+    forget_bias: float | None = RECIPE.forget_bias,
+    eval_every: int = RECIPE.eval_every,
     seed: int = 0,
     out_dir: str | Path | None = None,
     backend: str = "auto",
@@ -257,13 +280,7 @@ def train_lab(
 ) -> tuple[LabResult, SequenceModel]:
     """Trains ``cell`` on a lab task and judges it as the paper does; returns the result and the
     trained model. Stops early once the test set is solved (wrong <= the task's ``solved_at``).
-
-    The defaults are a recipe measured to solve the adding problem at T = 100: Adam 3e-3, batch 16,
-    64 cells, clipping at 1.0, and a forget-gate bias of 5. The bias matters most: at the usual
-    b_f = 1 the gate starts near sigmoid(1) = 0.73, so a memory fades as 0.73^50 ~ 1e-7 over the
-    task's shortest lag and the gradient that would teach the cell to keep it vanishes with it;
-    at b_f = 5 (0.993^50 ~ 0.7) the cell starts as the 1997 paper's constant error carousel (which
-    had no forget gate at all) and learns what to forget later."""
+    The defaults are :data:`RECIPE` (see :class:`LabRecipe`)."""
     if task_name not in LAB_TASKS:
         raise ValueError(f"task should be one of {', '.join(LAB_TASKS)}, got {task_name!r}")
     task = LAB_TASKS[task_name](length)
@@ -324,18 +341,15 @@ def add_lab_arguments(p) -> None:
     p.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
     p.add_argument("--length", type=positive_int, default=100,
                    help="T: minimal length (adding), delay (copy)")  # fmt: skip
-    p.add_argument("--hidden", type=positive_int, default=64)
-    p.add_argument("--batch", type=positive_int, default=16)
-    p.add_argument("--steps", type=positive_int, default=10_000, help="at most this many updates")
+    p.add_argument("--hidden", type=positive_int, default=RECIPE.hidden_size)
+    p.add_argument("--batch", type=positive_int, default=RECIPE.batch_size)
+    p.add_argument("--steps", type=positive_int, default=RECIPE.steps,
+                   help="at most this many updates")  # fmt: skip
     p.add_argument("--minutes", type=positive_float, help="and/or at most this long")
-    p.add_argument("--lr", type=positive_float, default=3e-3)
-    p.add_argument(
-        "--forget-bias",
-        type=float,
-        default=5.0,
-        help="LSTM forget-gate bias b_f (5 keeps memories over ~100 steps at the start)",
-    )
-    p.add_argument("--eval-every", type=positive_int, default=250)
+    p.add_argument("--lr", type=positive_float, default=RECIPE.lr)
+    p.add_argument("--forget-bias", type=float, default=RECIPE.forget_bias,
+                   help="LSTM forget-gate bias b_f (5 keeps memories over ~100 steps at first)")  # fmt: skip
+    p.add_argument("--eval-every", type=positive_int, default=RECIPE.eval_every)
     p.add_argument("--seeds", type=positive_int, default=1, help="repeat with seeds 0..N-1")
     p.add_argument("--backend", default="auto")
     p.add_argument("--out", default=None, help="run directory (metrics, curves, checkpoints)")

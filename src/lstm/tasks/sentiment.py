@@ -15,7 +15,6 @@ classifier's forward (and backward) direction from them.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
@@ -48,6 +47,7 @@ from lstm.models.classifier import (
     init_from_language_model,
     predict_proba,
 )
+from lstm.viz import plot_confusion
 
 __all__ = [
     "load_sentiment_data",
@@ -94,37 +94,6 @@ def report_metrics(labels: np.ndarray, predictions: np.ndarray, num_classes: int
         "confusion": metrics.confusion_matrix(labels, predictions, num_classes).tolist(),
         "count": len(labels),
     }
-
-
-def plot_confusion(
-    confusion, label_names: list[str], path: str | os.PathLike, title: str = ""
-) -> Path:
-    """The confusion matrix (rows: truth, columns: prediction) as a PNG, counts and row shares."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(confusion)
-    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    k = len(label_names)
-    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * k, 1.8 + 1.0 * k), dpi=110)
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(k):
-        for j in range(k):
-            color = "white" if share[i, j] > 0.6 else "black"
-            ax.text(j, i, f"{cm[i, j]:,}\n{share[i, j]:.1%}", ha="center", va="center",
-                    color=color, fontsize=9)  # fmt: skip
-    ax.set_xticks(range(k), label_names, rotation=30 if k > 3 else 0)
-    ax.set_yticks(range(k), label_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    from lstm.viz import save_figure
-
-    return save_figure(fig, path)
 
 
 TFIDF_C_GRID = (1.0, 3.0, 10.0, 30.0, 100.0)
@@ -267,22 +236,17 @@ def train_classifier(
         init_from_language_model(model, *pretrained)
     train_batches = _batches(vocab, split.train, max_len, batch_size, True, train_config.seed)
     val_batches = _batches(vocab, split.val if len(split.val) else split.train, max_len, 64, False)
-    best = {"loss": float("inf"), "state": None}
 
     def eval_fn(m):
         probs, labels, loss = predict_proba(m, val_batches)
         acc = metrics.accuracy(labels.numpy(), probs.argmax(1).numpy())
-        if loss < best["loss"]:
-            best["loss"], best["state"] = loss, copy.deepcopy(m.state_dict())
         return {"loss": loss, "accuracy": acc}
 
     extra = {"task": TASK, "model": config.to_json(), "vocab": vocab.to_json(),
              "label_names": split.train.label_names, "max_len": max_len,
              "data": source or {}}  # fmt: skip
     result = fit(model, train_batches, classification_loss, train_config, eval_fn=eval_fn,
-                 out_dir=out_dir, extra=extra)  # fmt: skip
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
+                 out_dir=out_dir, extra=extra, restore_best=True)  # fmt: skip
     K = config.num_classes
     scores = {}
     for name, part in (("val", split.val), ("test", split.test)):

@@ -40,7 +40,9 @@ from lstm.data.audio import (
 )
 from lstm.data.features import FeatureConfig, extract, normalize
 from lstm.decoding import ctc_greedy, ctc_prefix_beam_search, edit_distance, token_error_rate
-from lstm.models.speech import SpeechConfig, build_speech_model, ctc_loss, keyword_loss
+from lstm.models.classifier import classification_loss
+from lstm.models.speech import SpeechConfig, build_speech_model, ctc_loss
+from lstm.viz import plot_confusion
 
 __all__ = [
     "FrameBatches",
@@ -239,36 +241,6 @@ def evaluate_model(
     return result
 
 
-def plot_confusion(confusion, label_names: list[str], path, title: str = "") -> Path:
-    """The keyword confusion matrix as a compact PNG: rows are the true words, columns the
-    predicted ones, shaded by the row's share, with the counts written in."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lstm.viz import save_figure
-
-    cm = np.asarray(confusion)
-    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    k = len(label_names)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.42 * k, 1.2 + 0.4 * k), dpi=100)
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    for i in range(k):
-        for j in range(k):
-            if cm[i, j]:
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if share[i, j] > 0.6 else "black")  # fmt: skip
-    ax.set_xticks(range(k), label_names, rotation=60, fontsize=8)
-    ax.set_yticks(range(k), label_names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=100)
-
-
 # --------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------
@@ -297,16 +269,12 @@ def train_speech(
     train = FrameBatches(data.frames["train"], data.targets["train"], batch_size, True, ctc,
                          train_config.seed)  # fmt: skip
     val_part = "val" if data.frames.get("val") else "train"
-    loss_fn = ctc_loss if ctc else keyword_loss
+    loss_fn = ctc_loss if ctc else classification_loss
     if augment > 0:
         loss_fn = _masked(loss_fn, augment)
-    best = {"score": None, "state": None}
 
     def eval_fn(m):
         r = evaluate_model(m, data.frames[val_part], data.targets[val_part], data.labels)
-        score = (r["greedy_ter"], r["loss"]) if ctc else (r["loss"],)
-        if best["score"] is None or score < best["score"]:
-            best["score"], best["state"] = score, copy.deepcopy(m.state_dict())
         keep = ("loss", "greedy_ter", "greedy_utterance_errors") if ctc else ("loss", "accuracy")
         return {k: r[k] for k in keep}
 
@@ -315,10 +283,10 @@ def train_speech(
              "beam": beam}  # fmt: skip
     backend = _warm_up(model, data.frames["train"][:2], train_config.device)
     t0 = time.perf_counter()
+    # CTC keeps the weights of the lowest validation token error rate (loss breaks ties)
+    best_key = (lambda r: (r["greedy_ter"], r["loss"])) if ctc else None
     result = fit(model, train, loss_fn, train_config, eval_fn=eval_fn, out_dir=out_dir,
-                 extra=extra)  # fmt: skip
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
+                 extra=extra, restore_best=True, best_key=best_key)  # fmt: skip
     scores = {}
     for split in ("val", "test"):
         if data.frames.get(split):
@@ -343,7 +311,8 @@ def train_speech(
         if not ctc and "test" in scores:
             summary["confusion_png"] = str(plot_confusion(
                 scores["test"]["confusion"], data.labels, out / "confusion.png",
-                f"keywords, held-out voices: accuracy {scores['test']['accuracy']:.2%}"))  # fmt: skip
+                f"keywords, held-out voices: accuracy {scores['test']['accuracy']:.2%}",
+                compact=True))  # fmt: skip
         public = {k: v for k, v in summary.items() if k != "model"}
         ckpt.atomic_write_text(out / "results.json", json.dumps(public, indent=2) + "\n")
         ckpt.atomic_write_text(out / "report.md", report(public))
@@ -532,6 +501,8 @@ def run_train(args) -> int:
         )
     if args.beam < 0:
         raise UsageError(f"argument --beam: should be >= 0, got {args.beam}")
+    if args.resume:  # refused, not ignored: a fresh run would overwrite the run being resumed
+        raise UsageError("argument --resume: speech runs cannot be resumed yet; start anew")
     train_config = train_config_from(args)
     train_config.carry_state = False
     t0 = time.perf_counter()
@@ -628,7 +599,8 @@ def evaluate_checkpoint(args) -> int:
     what = f"{task} ({split} voices{conditions}, {r['count']:,} clips)"
     if task == "keywords":
         out = Path(getattr(args, "out", None) or args.checkpoint)
-        png = plot_confusion(r["confusion"], meta["labels"], out / "confusion-evaluate.png", what)
+        png = plot_confusion(r["confusion"], meta["labels"], out / "confusion-evaluate.png", what,
+                             compact=True)  # fmt: skip
         print(f"{what}: accuracy {r['accuracy']:.2%}, loss {r['loss']:.4f}")
         print(f"plot: {png}")
     else:

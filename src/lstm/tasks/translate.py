@@ -10,7 +10,6 @@ BLEU gives for names, numbers and punctuation that pass through unchanged.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -290,7 +289,6 @@ def train_translation(
     with torch.no_grad():  # a compiled kernel backend is built on first use: now, untimed
         src, lengths, tgt_in, _ = train_batches.batch([0])
         model(src.to(train_config.device), lengths, tgt_in.to(train_config.device))
-    best = {"loss": float("inf"), "state": None}
 
     def eval_fn(m):
         from lstm.training import evaluate_loss
@@ -305,8 +303,6 @@ def train_translation(
             max_src_len=max_len,
         )
         scores = score_translations(hyps, [t for _, t in val_head])
-        if loss < best["loss"]:
-            best["loss"], best["state"] = loss, copy.deepcopy(m.state_dict())
         return {"loss": loss, "exact_match": scores["exact_match"], "bleu": scores["bleu"]}
 
     extra = {
@@ -326,9 +322,8 @@ def train_translation(
         eval_fn=eval_fn,
         out_dir=out_dir,
         extra=extra,
+        restore_best=True,
     )
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
 
     t0 = time.perf_counter()
     sources, references = [s for s, _ in split.test], [t for _, t in split.test]
@@ -344,7 +339,7 @@ def train_translation(
         "epochs": result.step / len(train_batches),
         "train_seconds": result.train_seconds,
         "stopped": result.stopped,
-        "best_val_loss": best["loss"],
+        "best_val_loss": result.best_val_loss,
         "test_greedy": score_translations(greedy, references),
         "threads": torch.get_num_threads(),
     }
@@ -473,7 +468,7 @@ def add_train_arguments(p) -> None:
     r.add_argument("--beam", type=positive_int, default=4, help="beam width for the test report")
     r.add_argument(
         "--beam-sentences",
-        type=int,
+        type=positive_int,
         default=None,
         help="test sentences decoded with beam search (default: all)",
     )
