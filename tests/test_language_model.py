@@ -201,3 +201,30 @@ def test_config_errors_name_the_value():
         LMConfig(10, backend="cuda-magic")
     with pytest.raises(ValueError, match="hidden_size 10 should be divisible by num_heads 4"):
         LMConfig(10, "transformer", hidden_size=10)
+
+
+def test_adaptive_softmax_head_is_a_distribution_and_its_fast_loss_is_exact():
+    """The adaptive head's training loss (no (B, T, V) logits) equals the cross-entropy of the
+    full log-probabilities that forward returns, and those sum to one at every position."""
+    from lstm.models.language_model import lm_loss
+
+    torch.manual_seed(0)
+    config = LMConfig(50, embed_size=8, hidden_size=16, adaptive_cutoffs=[10, 30], backend="torch")
+    model = build_language_model(config).double().eval()
+    x, y = torch.randint(0, 50, (3, 7)), torch.randint(0, 50, (3, 7))
+    log_probs, _ = model(x)
+    assert log_probs.shape == (3, 7, 50)
+    assert torch.allclose(log_probs.logsumexp(-1), torch.zeros(3, 7, dtype=torch.float64))
+    fast, _, count = lm_loss(model, (x, y), None)
+    slow = torch.nn.functional.cross_entropy(log_probs.flatten(0, 1), y.flatten())
+    assert count == 21 and abs(fast.item() - slow.item()) < 1e-10
+    assert LMConfig.from_json(config.to_json()) == config
+
+
+def test_adaptive_cutoffs_errors_name_the_value():
+    with pytest.raises(ValueError, match=r"rise strictly .* vocab_size 50, got \[30, 10\]"):
+        LMConfig(50, adaptive_cutoffs=[30, 10])
+    with pytest.raises(ValueError, match=r"got \[10, 50\]"):
+        LMConfig(50, adaptive_cutoffs=[10, 50])
+    with pytest.raises(ValueError, match="untied recurrent model only"):
+        LMConfig(50, adaptive_cutoffs=[10], tie_weights=True)

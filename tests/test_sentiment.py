@@ -225,3 +225,46 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert main([*argv, "--no-progress"] if argv[0] == "train" else argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_cli_pretrains_on_a_corpus_file_and_a_later_run_reuses_the_models(tmp_path, capsys):
+    """--pretrain-corpus FILE: the language models read the file's documents too (its words
+    enter the vocabulary); --pretrained RUN starts another classifier from them, over their
+    vocabulary, and refuses sizes that do not fit."""
+    import pandas as pd
+
+    from lstm.tasks.sentiment import load_pretrained, load_sentiment_model
+
+    data = toy_reviews(300)
+    f = tmp_path / "r.csv"
+    pd.DataFrame({"text": data.texts, "label": data.labels}).to_csv(f, index=False)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"zebra {t}" for t in toy_reviews(100, seed=1).texts) + "\n")
+    sizes = ["--embed", "8", "--hidden", "8", "--steps", "3", "--no-progress", "--no-baseline"]
+    first = tmp_path / "first"
+    argv = ["train", "sentiment", "--csv", str(f), "--pretrain-corpus", str(corpus),
+            "--pretrain-minutes", "0.01", *sizes, "--out", str(first)]  # fmt: skip
+    assert main(argv) == 0
+    vocab, _, backward, model = load_pretrained(first)
+    assert "zebra" in vocab.index and backward is not None and model["hidden_size"] == 8
+    assert "[sentiment] pre-training the backward language model" in capsys.readouterr().out
+    second = tmp_path / "second"
+    assert main(["train", "sentiment", "--csv", str(f), "--pretrained", str(first), *sizes,
+                 "--out", str(second)]) == 0  # fmt: skip
+    assert "| LSTM (LM pre-trained) |" in (second / "report.md").read_text()
+    _, reused, _ = load_sentiment_model(second)
+    assert reused.tokens == vocab.tokens
+    cases = [
+        (["--pretrained", str(first), "--hidden", "16"], "has hidden_size 8, this run asks for 16"),
+        (["--pretrained", str(first), "--pretrain-minutes", "1"], "not both"),
+        (["--pretrain-corpus", str(tmp_path / "none.txt"), "--pretrain-minutes", "1"],
+         "does not exist"),
+    ]  # fmt: skip
+    capsys.readouterr()
+    for extra, message in cases:
+        argv = ["train", "sentiment", "--csv", str(f), "--embed", "8", "--hidden", "8", *extra,
+                "--no-progress", "--out", str(tmp_path / "bad")]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err

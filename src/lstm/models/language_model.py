@@ -8,7 +8,13 @@ Both map token ids ``(B, T)`` and a state to next-token logits ``(B, T, V)`` and
 The recurrent stack is :class:`lstm.LSTM`, :class:`lstm.GRU` or :class:`lstm.RNN` with the kernel
 backend of ``config.backend``; ``backend="torch"`` uses ``torch.nn``'s own layer instead, as the
 peer to compare against. With ``tie_weights`` the head shares the embedding matrix (a projection
-``H -> E`` is added when the sizes differ). The Transformer carries no state: its ``state`` is
+``H -> E`` is added when the sizes differ). With ``adaptive_cutoffs`` (word vocabularies of tens
+of thousands) the head is torch's adaptive softmax (Grave et al. 2017): the frequent words in a
+full softmax with one entry per rarer cluster, each cluster's words scored only for the tokens
+that belong to it, through narrower projections; training then never forms the ``(B, T, V)``
+logits (:func:`lm_loss`), which makes a 30,000-word model several times faster on the CPU. Its
+``forward`` still returns full log-probabilities, which every consumer of logits accepts (the
+softmax of log-probabilities is the same distribution). The Transformer carries no state: its ``state`` is
 always ``None`` and it sees at most ``config.context`` tokens.
 
 Metrics (:func:`evaluate_stream`): cross-entropy in nats per token, perplexity ``exp(CE)``, and
@@ -65,12 +71,22 @@ class LMConfig(JsonConfig):
     num_heads: int = 4  # Transformer only
     context: int = 128  # Transformer only: the longest sequence it attends over
     ff_mult: int = 4  # Transformer only: feed-forward width = ff_mult * hidden_size
+    adaptive_cutoffs: list[int] | None = None  # recurrent only: adaptive-softmax cluster bounds
 
     def __post_init__(self) -> None:
         self.check_one_of("cell", CELLS)
         self.check_at_least_one("vocab_size", "embed_size", "hidden_size", "num_layers")
         self.check_rate("dropout")
         self.check_heads()
+        if self.adaptive_cutoffs is not None:
+            cuts = list(self.adaptive_cutoffs)
+            if not cuts or cuts != sorted(set(cuts)) or cuts[0] < 1 or cuts[-1] >= self.vocab_size:
+                raise ValueError(
+                    f"adaptive_cutoffs should rise strictly from 1 to below vocab_size "
+                    f"{self.vocab_size}, got {self.adaptive_cutoffs!r}"
+                )
+            if self.tie_weights or self.cell == "transformer":
+                raise ValueError("adaptive_cutoffs works with an untied recurrent model only")
         backends = ["torch", "auto", *lstm.available_backends()]
         if self.cell != "transformer" and self.backend not in backends:
             raise ValueError(
@@ -99,19 +115,31 @@ class RecurrentLM(nn.Module):
             )
         self.drop = nn.Dropout(config.dropout)
         self.project = nn.Linear(H, E, bias=False) if config.tie_weights and H != E else None
-        self.head = nn.Linear(E if config.tie_weights else H, V)
-        if config.tie_weights:
-            self.head.weight = self.embedding.weight
+        self.head: nn.Module
+        if config.adaptive_cutoffs:
+            self.head = nn.AdaptiveLogSoftmaxWithLoss(H, V, list(config.adaptive_cutoffs), 4.0)
+        else:
+            self.head = nn.Linear(E if config.tie_weights else H, V)
+            if config.tie_weights:
+                self.head.weight = self.embedding.weight
 
     def forward(self, tokens: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         """``tokens (B, T)`` int64, ``state`` from the previous call or ``None`` ->
         ``(logits (B, T, V), state)``."""
+        out, state = self.features(tokens, state)
+        if isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss):
+            return self.head.log_prob(out.flatten(0, 1)).unflatten(0, out.shape[:2]), state
+        return self.head(out), state
+
+    def features(self, tokens: Tensor, state: Any = None) -> tuple[Tensor, Any]:
+        """What the head reads: ``(B, T, H)`` (or ``(B, T, E)`` after the projection), and the
+        next state."""
         x = self.drop(self.embedding(tokens))  # (B, T, E)
         out, state = self.rnn(x, state)  # (B, T, H)
         out = self.drop(out)
         if self.project is not None:
             out = self.project(out)  # (B, T, E)
-        return self.head(out), state
+        return out, state
 
 
 class TransformerLM(nn.Module):
@@ -191,6 +219,10 @@ def lm_loss(model: nn.Module, batch: tuple[Tensor, Tensor], state: Any) -> tuple
     """The training step's loss for :func:`lstm.training.fit`: mean cross-entropy (nats per token)
     of ``batch = (inputs (B, T), targets (B, T))``, the next state, and the token count."""
     inputs, targets = batch
+    if isinstance(getattr(model, "head", None), nn.AdaptiveLogSoftmaxWithLoss):
+        out, state = model.features(inputs, state)  # (B, T, H): no (B, T, V) logits
+        loss = model.head(out.flatten(0, 1), targets.reshape(-1)).loss
+        return loss, state, targets.numel()
     logits, state = model(inputs, state)  # (B, T, V)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
     return loss, state, targets.numel()

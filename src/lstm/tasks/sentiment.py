@@ -8,9 +8,13 @@ validation) of the fixed split of :func:`lstm.data.sentiment.split_dataset`.
 
 Pre-training (:func:`pretrain_language_model`): the engine's recurrent language model
 (:class:`lstm.models.language_model.RecurrentLM`, trained by :func:`lstm.training.fit` with
-truncated BPTT) on the training texts, read forwards, and optionally a second one on the same
-tokens reversed; :func:`lstm.models.classifier.init_from_language_model` then starts the
-classifier's forward (and backward) direction from them.
+truncated BPTT, an adaptive softmax over large vocabularies) on unlabelled text, read forwards,
+and optionally a second one on the same tokens reversed;
+:func:`lstm.models.classifier.init_from_language_model` then starts the classifier's forward (and
+backward) direction from them. The text is the classifier's own training texts, or a larger
+corpus (:func:`pretraining_corpus`: the IMDB training reviews for the short Rotten Tomatoes
+sentences, as ULMFiT pre-trains on more text than the task has), and the language models of one
+run can start the classifiers of others over the same vocabulary (:func:`load_pretrained`).
 """
 
 from __future__ import annotations
@@ -50,11 +54,13 @@ from lstm.models.classifier import (
 from lstm.viz import plot_confusion
 
 __all__ = [
+    "load_pretrained",
     "load_sentiment_data",
     "load_sentiment_model",
     "plot_confusion",
     "predict_texts",
     "pretrain_language_model",
+    "pretraining_corpus",
     "report_metrics",
     "tfidf_baseline",
     "train_classifier",
@@ -145,6 +151,51 @@ def review_stream(vocab: WordVocab, texts: list[str], reverse: bool = False) -> 
     return ids.flip(0) if reverse else ids
 
 
+def adaptive_cutoffs(vocab_size: int) -> list[int] | None:
+    """Adaptive-softmax clusters for a word vocabulary: the 2,000 most frequent words in the head,
+    the next 8,000 and the rest in two tails (none below 4,000 words: a full softmax is cheap)."""
+    if vocab_size <= 4000:
+        return None
+    return [c for c in (2000, 10000) if c < vocab_size]
+
+
+def pretraining_corpus(corpus: str, split: Split) -> list[str]:
+    """The texts a language model pre-trains on, always including the classifier's training
+    texts: ``"train"`` (those alone), ``"imdb"`` (with the training part of the fixed IMDB split),
+    or the path of a UTF-8 text file with one document per line. The validation and test texts of
+    the fixed splits are never part of it."""
+    from lstm.data.text import read_text_file
+
+    own = list(split.train.texts)
+    if corpus == "train":
+        return own
+    if corpus == "imdb":
+        imdb = list(split_dataset(load_movie_reviews("imdb")).train.texts)
+        return imdb if set(own) <= set(imdb) else [*imdb, *own]
+    text = read_text_file(corpus, "pre-training corpus")
+    return [line for line in text.split("\n") if line.strip()] + own
+
+
+def load_pretrained(run_dir: str | os.PathLike) -> tuple[WordVocab, dict, dict | None, dict]:
+    """The language models of an earlier ``lstm train sentiment --pretrain-minutes`` run
+    (``run_dir/lm-forward`` and, if present, ``run_dir/lm-backward``): ``(vocabulary, forward
+    state dict, backward state dict or None, the forward model's config)``. Safetensors and JSON
+    only."""
+    run_dir = Path(run_dir)
+    states, vocab, model = [], None, None
+    for name in ("lm-forward", "lm-backward"):
+        if name == "lm-backward" and not (run_dir / name).exists():
+            states.append(None)
+            continue
+        _, meta, tensors = ckpt.load_task_checkpoint(run_dir / name, "lm", "a language model")
+        vocab = vocab or vocab_from_json(meta["vocab"])
+        model = model or meta["model"]
+        states.append(tensors)
+    if not isinstance(vocab, WordVocab):
+        raise ckpt.CheckpointError(f"{str(run_dir)!r} holds no word-level language model")
+    return vocab, states[0], states[1], model
+
+
 def pretrain_language_model(
     vocab: WordVocab,
     texts: list[str],
@@ -167,7 +218,7 @@ def pretrain_language_model(
     c = classifier_config
     lm_config = LMConfig(vocab_size=len(vocab), cell=c.cell, embed_size=c.embed_size,
                          hidden_size=c.hidden_size, num_layers=c.num_layers, dropout=dropout,
-                         backend=c.backend)  # fmt: skip
+                         backend=c.backend, adaptive_cutoffs=adaptive_cutoffs(len(vocab)))  # fmt: skip
     torch.manual_seed(train_config.seed)
     model = RecurrentLM(lm_config)
     ids = review_stream(vocab, texts, reverse)
@@ -344,6 +395,15 @@ def add_train_arguments(p) -> None:
                      help="minutes of LM pre-training per direction (0: none)")  # fmt: skip
     pre.add_argument("--pretrain-lr", type=float, default=2e-3)
     pre.add_argument("--pretrain-seq-len", type=positive_int, default=70)
+    pre.add_argument(
+        "--pretrain-corpus",
+        default="train",
+        help="what the language models read: train (the training texts), imdb (the "
+        "IMDB training reviews), or a UTF-8 file with one document per line",
+    )
+    pre.add_argument("--pretrained", metavar="RUN",
+                     help="start from the language models (and vocabulary) of an earlier run "
+                          "with --pretrain-minutes instead of training new ones")  # fmt: skip
     p.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
     add_training_arguments(p)
     p.set_defaults(out="runs/sentiment", optimizer="adamw", lr=2e-3, weight_decay=0.01)
@@ -363,7 +423,22 @@ def run_train(args) -> int:
     split = split_dataset(data)
     if args.limit:
         split.train = split.train.subset(range(min(args.limit, len(split.train))))
-    vocab = build_vocab(split.train.texts, args.min_count, args.max_vocab)
+    if args.pretrained and args.pretrain_minutes > 0:
+        raise ValueError("give --pretrained RUN or --pretrain-minutes, not both")
+    corpus, lm_states, lm_model = None, None, None
+    if args.pretrained:
+        vocab, forward, backward, lm_model = load_pretrained(args.pretrained)
+        lm_states = [forward] + ([backward] if backward is not None else [])
+        for key, given in (("embed_size", args.embed), ("hidden_size", args.hidden),
+                           ("num_layers", args.layers), ("cell", args.cell)):  # fmt: skip
+            if lm_model[key] != given:
+                raise ValueError(f"--pretrained {args.pretrained!r} has {key} "
+                                 f"{lm_model[key]!r}, this run asks for {given!r}")  # fmt: skip
+    elif args.pretrain_minutes > 0:
+        corpus = pretraining_corpus(args.pretrain_corpus, split)
+        vocab = build_vocab(corpus, args.min_count, args.max_vocab)  # it holds the train texts
+    else:
+        vocab = build_vocab(split.train.texts, args.min_count, args.max_vocab)
     config = ClassifierConfig(
         vocab_size=len(vocab), num_classes=len(data.label_names), cell=args.cell,
         embed_size=args.embed, hidden_size=args.hidden, num_layers=args.layers,
@@ -378,8 +453,7 @@ def run_train(args) -> int:
     print(f"[sentiment] {name}: train {len(split.train):,}, validation {len(split.val):,}, "
           f"test {len(split.test):,}; vocabulary {len(vocab):,} words")  # fmt: skip
     out = Path(args.out)
-    pretrained = None
-    if args.pretrain_minutes > 0:
+    if corpus is not None:
         if args.cell == "transformer":
             raise ValueError("--pretrain-minutes works with the recurrent cells only")
         lm_states = []
@@ -391,11 +465,17 @@ def run_train(args) -> int:
                                    progress=train_config.progress)  # fmt: skip
             lm_dir = out / ("lm-backward" if reverse else "lm-forward")
             print(f"[sentiment] pre-training the {'backward' if reverse else 'forward'} language "
-                  f"model for {args.pretrain_minutes:g} min -> {lm_dir}")  # fmt: skip
+                  f"model for {args.pretrain_minutes:g} min on {len(corpus):,} texts "
+                  f"-> {lm_dir}")  # fmt: skip
             lm_states.append(pretrain_language_model(
-                vocab, split.train.texts, config, lm_train, reverse=reverse,
+                vocab, corpus, config, lm_train, reverse=reverse,
                 seq_len=args.pretrain_seq_len, out_dir=lm_dir, val_texts=split.val.texts[:500],
             ))  # fmt: skip
+    pretrained = None
+    if lm_states:
+        if config.bidirectional and len(lm_states) < 2:
+            print("[sentiment] the language models hold no backward model: the classifier's "
+                  "backward direction starts from random weights")  # fmt: skip
         pretrained = (lm_states[0], lm_states[1] if len(lm_states) > 1 else None)
     t0 = time.perf_counter()
     run = train_classifier(split, config, train_config, vocab=vocab, max_len=args.max_len,
