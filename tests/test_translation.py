@@ -418,3 +418,6 @@ def test_cli_trains_on_a_users_parallel_tsv(tmp_path, capsys):
     assert results["test_copy_source"]["count"] == 2
     _fails(capsys, ["train", "translate", "--tsv", str(path), "--steps", "1", "--resume",
                     "--out", str(out)], "argument --resume")  # fmt: skip
+    # A named task and a file of pairs contradict each other: said, not silently resolved.
+    _fails(capsys, ["train", "translate", "--task", "bible", "--tsv", str(path), "--steps", "1"],
+           "not --task bible")  # fmt: skip

@@ -433,8 +433,9 @@ def add_train_arguments(p) -> None:
     d.add_argument(
         "--task",
         choices=["numbers", "bible", "tsv"],
-        default="numbers",
-        help="numbers to words (num2words), KJV -> Reina-Valera 1909 verses, or your own --tsv",
+        default=None,
+        help="numbers to words (num2words; the default), KJV -> Reina-Valera 1909 verses, or "
+        "your own --tsv",
     )
     d.add_argument("--tsv", help="with --task tsv: a UTF-8 file of 'source<TAB>target' lines")
     d.add_argument("--lang", default="es", help="numbers: num2words language")
@@ -494,8 +495,9 @@ def run_train(args) -> int:
         raise UsageError("argument --resume: translation runs cannot be resumed yet; start anew")
     if args.task == "tsv" and not args.tsv:
         raise UsageError("argument --tsv: --task tsv needs a file")
-    if args.tsv and args.task != "tsv":
-        args.task = "tsv"
+    if args.tsv and args.task not in (None, "tsv"):
+        raise UsageError(f"argument --tsv: reads your own pairs, not --task {args.task}; drop one")
+    args.task = args.task or ("tsv" if args.tsv else "numbers")
     if args.threads:
         torch.set_num_threads(args.threads)
     split = load_translation_data(
