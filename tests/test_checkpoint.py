@@ -227,3 +227,17 @@ def test_load_task_checkpoint_picks_best_checks_the_task_and_loads_tensors(tmp_p
         ckpt.CheckpointError, match="is not a forecaster \\(its task is 'speech'\\)"
     ):
         ckpt.load_task_checkpoint(root, "forecast", "a forecaster")
+
+
+def test_a_model_trained_with_a_backend_this_machine_lacks_loads_with_auto(tmp_path):
+    """A checkpoint from a GPU run (its kernels absent here) still loads, on 'auto', with a
+    warning; one whose backend runs here keeps it."""
+    for backend in ("gpu-only-kernels", "bptt"):
+        config = {"task": "speech", "model": {"backend": backend}}
+        ckpt.write_checkpoint(tmp_path / backend, "step-1", jsons={ckpt.CONFIG: config},
+                              tensors={ckpt.MODEL: (_tensors(1), None)})  # fmt: skip
+    with pytest.warns(UserWarning, match="'gpu-only-kernels' kernel backend, which does not run"):
+        _, meta, _ = ckpt.load_task_checkpoint(tmp_path / "gpu-only-kernels", "speech", "a model")
+    assert meta["model"]["backend"] == "auto"
+    _, meta, _ = ckpt.load_task_checkpoint(tmp_path / "bptt", "speech", "a model")
+    assert meta["model"]["backend"] == "bptt"

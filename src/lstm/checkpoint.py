@@ -28,6 +28,7 @@ import os
 import random
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -238,11 +239,24 @@ def load_task_checkpoint(
     """What every task's loader needs: the checkpoint that ``path`` names (its ``which`` pointer,
     else ``LATEST``), its config, checked to have been written by ``task`` (a
     :class:`CheckpointError` naming ``kind``, e.g. "a speech model", otherwise), and the model's
-    tensors. Returns ``(checkpoint directory, config, tensors)``."""
+    tensors. Returns ``(checkpoint directory, config, tensors)``. A model trained with a kernel
+    backend that does not run here (Triton on a GPU, read on a CPU) gets ``"auto"``, with a
+    warning."""
     where = find_checkpoint(path, which)
     meta = load_json(where / CONFIG)
     if meta.get("task") != task:
         raise CheckpointError(f"{str(path)!r} is not {kind} (its task is {meta.get('task')!r})")
+    model = meta.get("model")
+    if isinstance(model, dict) and isinstance(model.get("backend"), str):
+        from lstm.kernels import runs_here
+
+        if not runs_here(model["backend"]):
+            warnings.warn(
+                f"{str(path)!r} was trained with the {model['backend']!r} kernel backend, which "
+                "does not run here: loading it with 'auto'",
+                stacklevel=2,
+            )
+            model["backend"] = "auto"
     tensors, _ = load_tensors(where / MODEL)
     return where, meta, tensors
 

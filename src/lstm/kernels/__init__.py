@@ -72,6 +72,19 @@ def available_backends() -> list[str]:
     return list(_REGISTRY)
 
 
+def runs_here(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> bool:
+    """Whether backend ``name`` loads on this machine and runs ``dtype`` tensors on ``device``
+    (``"auto"`` and ``"torch"``, torch.nn's own layers, always do). A checkpoint trained with a
+    backend that does not (the GPU's Triton kernels, read on a laptop) is loaded with ``"auto"``."""
+    if name in ("auto", "torch"):
+        return True
+    try:
+        get_backend(name, torch.device(device), dtype)
+        return True
+    except (RuntimeError, ValueError):
+        return False
+
+
 # (name, device, dtype, id(_LOADED)) -> Backend: layers ask on every call, so the answer is kept.
 _RESOLVED: dict[tuple, Backend] = {}
 

@@ -506,7 +506,7 @@ def load_language_model(
         raise CheckpointError(f"{str(path)!r} is not a language-model checkpoint")
     config = LMConfig.from_json(meta["model"])
     if backend is None:
-        backend = config.backend if _backend_runs(config.backend) else "auto"
+        backend = config.backend if lstm.kernels.runs_here(config.backend) else "auto"
     config.backend = backend
     config.__post_init__()
     vocab = vocab_from_json(meta["vocab"])
@@ -518,13 +518,3 @@ def load_language_model(
         raise CheckpointError(f"the weights in {str(where)!r} do not fit its config: {e}") from None
     meta["checkpoint"] = str(where)
     return model.to(device).eval(), vocab, meta
-
-
-def _backend_runs(name: str) -> bool:
-    if name in ("torch", "auto"):
-        return True
-    try:
-        lstm.kernels.get_backend(name, torch.device("cpu"), torch.float32)
-        return True
-    except (RuntimeError, ValueError):
-        return False
