@@ -1,0 +1,131 @@
+"""The sentiment table of docs/results.md: LSTM, GRU, RNN and the Transformer baseline from
+scratch, and the LSTM started from language models pre-trained on review text, beside TF-IDF with
+logistic regression, on the fixed splits of IMDB and Rotten Tomatoes.
+
+Each row is one `lstm train sentiment` command, run in a process of its own into runs/<name>
+(skipped when runs/<name>/report.json exists, so the table can be built over several sessions:
+delete the run to redo it); the script then writes docs/results/sentiment.json (every number)
+and docs/results/sentiment.md (the table, with each row's command).
+
+    .venv/bin/python scripts/sentiment_results.py                 # every row (hours on 2 cores)
+    .venv/bin/python scripts/sentiment_results.py --only rt-lstm rt-gru
+    .venv/bin/python scripts/sentiment_results.py --table         # only rewrite the table
+
+The pre-training rows are budgeted in minutes, so their numbers depend on the machine's speed;
+the others are budgeted in epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SCRATCH = "--embed 128 --hidden 128 --word-dropout 0.3 --dropout 0.5"
+PRE = "--embed 128 --hidden 256 --word-dropout 0.1 --dropout 0.5 --lr 1e-3"
+# name -> (data set, method label, arguments). Order matters: imdb-lstm-pretrained reuses the
+# language models that rt-lstm-pretrained trains on the IMDB training reviews.
+ROWS = {
+    "rt-lstm": ("rt", "LSTM", f"--cell lstm {SCRATCH} --epochs 6"),
+    "rt-gru": ("rt", "GRU", f"--cell gru {SCRATCH} --epochs 6"),
+    "rt-rnn": ("rt", "RNN", f"--cell rnn {SCRATCH} --epochs 6"),
+    "rt-transformer": ("rt", "Transformer", f"--cell transformer --layers 2 {SCRATCH} --epochs 6"),
+    "rt-lstm-pretrained": (
+        "rt",
+        "LSTM, LM pre-trained on IMDB reviews",
+        f"--cell lstm {PRE} --pretrain-corpus imdb --pretrain-minutes 20 --epochs 4",
+    ),
+    "imdb-lstm": ("imdb", "LSTM", f"--cell lstm {SCRATCH} --epochs 3"),
+    "imdb-gru": ("imdb", "GRU", f"--cell gru {SCRATCH} --epochs 3"),
+    "imdb-rnn": ("imdb", "RNN", f"--cell rnn {SCRATCH} --epochs 3"),
+    "imdb-transformer": (
+        "imdb",
+        "Transformer",
+        f"--cell transformer --layers 2 {SCRATCH} --epochs 3",
+    ),
+    "imdb-lstm-pretrained": (
+        "imdb",
+        "LSTM, LM pre-trained on IMDB reviews",
+        f"--cell lstm {PRE} --pretrained runs/rt-lstm-pretrained --epochs 2",
+    ),
+}
+NAMES = {"rt": "Rotten Tomatoes", "imdb": "IMDB"}
+
+
+def command(name: str, threads: int) -> list[str]:
+    data, _, args = ROWS[name]
+    return ["lstm", "train", "sentiment", "--dataset", data, *args.split(), "--threads",
+            str(threads), "--no-progress", "--out", f"runs/{name}"]  # fmt: skip
+
+
+def run(name: str, threads: int) -> None:
+    argv = command(name, threads)
+    print("$", " ".join(argv), flush=True)
+    lstm = str(Path(sys.executable).with_name("lstm"))
+    subprocess.run([lstm, *argv[1:]], cwd=ROOT, check=True)
+
+
+def table(out: Path) -> None:
+    results, lines = {}, []
+    for data in ("rt", "imdb"):
+        lines += [f"**{NAMES[data]}** (test part of the fixed split)", "",
+                  "| method | accuracy | F1 | run | classifier training |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        baseline = None
+        for name, (d, label, _) in ROWS.items():
+            report = ROOT / "runs" / name / "report.json"
+            if d != data or not report.exists():
+                continue
+            rows = json.loads(report.read_text())
+            ours = next(v for k, v in rows.items() if not k.startswith("TF-IDF"))
+            baseline = baseline or next(
+                ((k, v) for k, v in rows.items() if k.startswith("TF-IDF")), None
+            )
+            # "(training N s)" in the report's title: the classifier's training, without any
+            # language-model pre-training (which the command budgets in minutes).
+            found = re.search(r"\(training (\d+) s\)", (report.parent / "report.md").read_text())
+            seconds = int(found.group(1)) if found else None
+            results[name] = {"data": data, "method": label, "command": " ".join(command(name, 1)),
+                             "training_seconds": seconds, **ours}  # fmt: skip
+            minutes = f"{seconds / 60:.1f} min" if seconds else ""
+            lines.append(f"| {label} | {100 * ours['accuracy']:.2f}% | {ours['f1']:.4f} | "
+                         f"`{name}` | {minutes} |")  # fmt: skip
+        if baseline:
+            k, v = baseline
+            lines.append(f"| {k} | {100 * v['accuracy']:.2f}% | {v['f1']:.4f} | | |")
+            results[f"{data}-tfidf"] = {"data": data, "method": k, **v}
+        lines.append("")
+    lines += ["Commands (each with `--threads 1 --no-progress --out runs/<run>`):", "", "```"]
+    lines += [f"{name}: lstm train sentiment --dataset {d} {a}" for name, (d, _, a) in ROWS.items()]
+    lines += ["```", ""]
+    out.mkdir(parents=True, exist_ok=True)
+    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}"
+    (out / "sentiment.json").write_text(
+        json.dumps({"machine": machine, "runs": results}, indent=1) + "\n"
+    )
+    (out / "sentiment.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=list(ROWS), help="run these rows only")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table", action="store_true", help="write the table; run nothing")
+    parser.add_argument("--out", default="docs/results")
+    args = parser.parse_args()
+    if not args.table:
+        for name in args.only or ROWS:
+            if not (ROOT / "runs" / name / "report.json").exists():
+                run(name, args.threads)
+    table(ROOT / args.out)
+
+
+if __name__ == "__main__":
+    main()
