@@ -141,6 +141,15 @@ def test_unknown_backend_names_the_choices():
         lstm.LSTM(4, 3, backend="cuda-magic")(torch.randn(2, 1, 4))
 
 
+def test_runs_here_and_describe_say_what_a_backend_name_means_on_this_machine():
+    from lstm.kernels import describe, runs_here
+
+    assert runs_here("auto") and runs_here("torch") and runs_here("bptt")
+    assert not runs_here("cuda-magic")
+    assert describe("bptt") == "bptt"
+    assert describe("auto").startswith("auto -> ")
+
+
 CELL_PAIRS = [(lstm.LSTMCell, nn.LSTMCell), (lstm.GRUCell, nn.GRUCell), (lstm.RNNCell, nn.RNNCell)]
 
 

@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Backend", "available_backends", "get_backend", "register_backend"]
+__all__ = [
+    "Backend",
+    "available_backends",
+    "describe",
+    "get_backend",
+    "register_backend",
+    "runs_here",
+]
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,15 @@ def runs_here(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32
         return True
     except (RuntimeError, ValueError):
         return False
+
+
+def describe(
+    name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> str:
+    """What a run prints about its kernels: ``name``, or for ``"auto"`` the backend it resolved
+    to (``"auto -> cpu"``). A compiled backend is built here if it was not yet."""
+    found = get_backend(name, torch.device(device), dtype).name
+    return found if name != "auto" else f"auto -> {found}"
 
 
 # (name, device, dtype, id(_LOADED)) -> Backend: layers ask on every call, so the answer is kept.

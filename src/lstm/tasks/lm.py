@@ -73,10 +73,9 @@ def _resolve_backend(model: torch.nn.Module, sample: str, vocab) -> str:
         model(vocab.encode(sample).view(1, -1))
     if config.backend == "torch":
         return "torch (torch.nn)"
-    from lstm.kernels import get_backend
+    from lstm.kernels import describe
 
-    name = get_backend(config.backend, torch.device("cpu"), torch.float32).name
-    return name if config.backend != "auto" else f"auto -> {name}"
+    return describe(config.backend)
 
 
 def _plot_bits(history: list[dict], out: Path) -> None:

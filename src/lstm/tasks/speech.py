@@ -322,13 +322,12 @@ def train_speech(
 def _warm_up(model, frames: list[Tensor], device: str) -> str:
     """One forward pass before the timed training (a compiled kernel backend is built or loaded
     on first use); returns the name of the backend the recurrent stack runs."""
-    from lstm.kernels import get_backend
+    from lstm.kernels import describe
 
     x, lengths, _ = collate(frames, [0] * len(frames), False)
     with torch.no_grad():
         model.to(device)(x.to(device), lengths)
-    name = get_backend(model.config.backend, torch.device(device), torch.float32).name
-    return name if model.config.backend != "auto" else f"auto -> {name}"
+    return describe(model.config.backend, device)
 
 
 def _masked(loss_fn, fraction: float):
