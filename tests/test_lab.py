@@ -13,6 +13,23 @@ from lstm.data import tasks
 from lstm.tasks.lab import LAB_TASKS, OnlineSequences, SequenceModel, evaluate_lab, train_lab
 
 
+def test_chrono_initialization_gives_each_cell_a_time_scale_up_to_t_max():
+    """b_f = log(u), u ~ U(1, T_max - 1), and b_i = -b_f, in every layer; b_hh adds nothing."""
+    torch.manual_seed(0)
+    m = SequenceModel("lstm", 2, 500, 1, per_step=False, num_layers=2, chrono=1000)
+    for layer in (0, 1):
+        b_ih, b_hh = getattr(m.rnn, f"bias_ih_l{layer}"), getattr(m.rnn, f"bias_hh_l{layer}")
+        b_i, b_f = b_ih[:500], b_ih[500:1000]
+        assert torch.equal(b_i, -b_f) and torch.all(b_hh[:1000] == 0)
+        u = b_f.exp()  # uniform on [1, 999]: its mean and spread
+        assert u.min() >= 1 and u.max() <= 999
+        assert abs(u.mean().item() - 500) < 40 and abs(u.std().item() - 998 / 12**0.5) < 30
+    with pytest.raises(
+        ValueError, match="chrono should be the longest dependency, at least 3, got 2"
+    ):
+        SequenceModel("lstm", 2, 6, 1, per_step=False, chrono=2)
+
+
 def test_sequence_model_shapes_and_forget_bias():
     m = SequenceModel("lstm", 2, 6, 1, per_step=False, forget_bias=2.5)
     assert torch.all(m.rnn.bias_ih_l0[6:12] == 2.5) and torch.all(m.rnn.bias_hh_l0[6:12] == 0)
@@ -25,7 +42,7 @@ def test_sequence_model_shapes_and_forget_bias():
     assert torch.allclose(m(x, lengths)[1], alone[0], atol=1e-6)
     per_step = SequenceModel("gru", 2, 6, 3, per_step=True)
     assert per_step(x, lengths).shape == (3, 7, 3)
-    with pytest.raises(ValueError, match="forget_bias applies to the LSTM only"):
+    with pytest.raises(ValueError, match="forget_bias and chrono apply to the LSTM only"):
         SequenceModel("rnn", 2, 6, 1, per_step=False, forget_bias=1.0)
     with pytest.raises(ValueError, match="cell should be one of lstm, gru, rnn, got 'tcn'"):
         SequenceModel("tcn", 2, 6, 1, per_step=False)

@@ -153,6 +153,7 @@ class SequenceModel(nn.Module):
         num_layers: int = 1,
         forget_bias: float | None = None,
         backend: str = "auto",
+        chrono: int | None = None,
     ) -> None:
         super().__init__()
         layers = {"lstm": lstm.LSTM, "gru": lstm.GRU, "rnn": lstm.RNN}
@@ -162,15 +163,28 @@ class SequenceModel(nn.Module):
         self.rnn = layers[cell](
             input_size, hidden_size, num_layers, batch_first=True, backend=backend
         )
-        if forget_bias is not None:
-            if cell != "lstm":
-                raise ValueError(f"forget_bias applies to the LSTM only, got cell={cell!r}")
-            H = hidden_size
-            with torch.no_grad():
-                for layer in range(num_layers):
-                    # the forget gate is row block 1 of (i, f, g, o); b_f = b_if + b_hf
-                    getattr(self.rnn, f"bias_ih_l{layer}")[H : 2 * H] = forget_bias
-                    getattr(self.rnn, f"bias_hh_l{layer}")[H : 2 * H] = 0.0
+        if (forget_bias is not None or chrono is not None) and cell != "lstm":
+            raise ValueError(f"forget_bias and chrono apply to the LSTM only, got cell={cell!r}")
+        if chrono is not None and chrono < 3:
+            raise ValueError(f"chrono should be the longest dependency, at least 3, got {chrono}")
+        H = hidden_size
+        with torch.no_grad():
+            for layer in range(num_layers if cell == "lstm" else 0):
+                # rows of (i, f, g, o); the gate biases are b_ih + b_hh: all of it goes in b_ih
+                b_ih, b_hh = (
+                    getattr(self.rnn, f"bias_ih_l{layer}"),
+                    getattr(self.rnn, f"bias_hh_l{layer}"),
+                )
+                if chrono is not None:
+                    # Chrono initialization (Tallec and Ollivier 2018): each cell gets its own
+                    # time scale, b_f = log(u) with u ~ U(1, chrono - 1), and writes as rarely as
+                    # it forgets, b_i = -b_f, as the 1997 paper's negative input-gate biases did.
+                    b_f = torch.log(torch.empty(H).uniform_(1, chrono - 1))
+                    b_ih[:H], b_ih[H : 2 * H] = -b_f, b_f
+                    b_hh[: 2 * H] = 0.0
+                elif forget_bias is not None:
+                    b_ih[H : 2 * H] = forget_bias
+                    b_hh[H : 2 * H] = 0.0
         self.head = nn.Linear(hidden_size, output_size)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
@@ -277,16 +291,20 @@ def train_lab(
     out_dir: str | Path | None = None,
     backend: str = "auto",
     progress: bool = True,
+    chrono: int | None = None,
 ) -> tuple[LabResult, SequenceModel]:
     """Trains ``cell`` on a lab task and judges it as the paper does; returns the result and the
     trained model. Stops early once the test set is solved (wrong <= the task's ``solved_at``).
-    The defaults are :data:`RECIPE` (see :class:`LabRecipe`)."""
+    The defaults are :data:`RECIPE` (see :class:`LabRecipe`); ``chrono`` (the longest lag
+    expected) replaces the forget-gate bias by chrono initialization (:class:`SequenceModel`)."""
     if task_name not in LAB_TASKS:
         raise ValueError(f"task should be one of {', '.join(LAB_TASKS)}, got {task_name!r}")
     task = LAB_TASKS[task_name](length)
     torch.manual_seed(seed)
-    model = make_model(task, cell, hidden_size, forget_bias=forget_bias if cell == "lstm" else None,
-                       backend=backend)  # fmt: skip
+    if cell != "lstm" or chrono is not None:
+        forget_bias = None
+    model = make_model(task, cell, hidden_size, forget_bias=forget_bias, backend=backend,
+                       chrono=chrono)  # fmt: skip
     test = task.make(TEST_SEQUENCES, torch.Generator().manual_seed(TEST_SEED))
     config = TrainConfig(steps=steps, minutes=minutes, lr=lr, eval_every=eval_every, seed=seed,
                          schedule="constant", clip_norm=1.0, carry_state=False, progress=progress,
@@ -310,7 +328,7 @@ def train_lab(
         task_name, cell, seed, int(final["wrong"]), TEST_SEQUENCES, result.step * batch_size, solved,
         result.train_seconds, result.stopped, task.paper,
         dict(length=length, hidden_size=hidden_size, batch_size=batch_size, lr=lr,
-             forget_bias=forget_bias if cell == "lstm" else None, optimizer="adam"),
+             forget_bias=forget_bias, optimizer="adam", chrono=chrono),
     )  # fmt: skip
     if out_dir is not None:
         (Path(out_dir) / "lab.json").write_text(json.dumps(asdict(lab), indent=2) + "\n")
@@ -349,6 +367,8 @@ def add_lab_arguments(p) -> None:
     p.add_argument("--lr", type=positive_float, default=RECIPE.lr)
     p.add_argument("--forget-bias", type=float, default=RECIPE.forget_bias,
                    help="LSTM forget-gate bias b_f (5 keeps memories over ~100 steps at first)")  # fmt: skip
+    p.add_argument("--chrono", type=positive_int, metavar="T_MAX",
+                   help="LSTM: chrono initialization for lags up to T_MAX, not --forget-bias")  # fmt: skip
     p.add_argument("--eval-every", type=positive_int, default=RECIPE.eval_every)
     p.add_argument("--seeds", type=positive_int, default=1, help="repeat with seeds 0..N-1")
     p.add_argument("--backend", default="auto")
@@ -363,7 +383,7 @@ def run_lab_command(args) -> int:
             args.task, cell=args.cell, length=args.length, hidden_size=args.hidden,
             batch_size=args.batch, steps=args.steps, minutes=args.minutes, lr=args.lr,
             forget_bias=args.forget_bias, eval_every=args.eval_every, seed=seed, out_dir=out,
-            backend=args.backend,
+            backend=args.backend, chrono=args.chrono,
         )  # fmt: skip
         print(format_result(r))
         results.append(r)
