@@ -38,10 +38,11 @@ DEFAULT = [
     ("temporal-order-6a", 100, "rnn", None, 1),
     ("temporal-order-6b", 100, "lstm", 5.0, 1),
     ("temporal-order-6b", 100, "gru", None, 1),
+    ("adding", 100, "lstm", "chrono", 3),
     ("adding", 500, "lstm", 5.0, 1, 20_000),
     ("adding", 500, "lstm", 10.0, 1, 20_000),
-    ("adding", 500, "lstm", "chrono", 1, 20_000),
-    ("adding", 1000, "lstm", 5.0, 1, 60_000),
+    ("adding", 500, "lstm", "chrono", 3, 20_000),
+    ("adding", 1000, "lstm", "chrono", 3, 20_000),
 ]
 
 

@@ -205,8 +205,9 @@ def init_from_language_model(
 ) -> list[str]:
     """Copies pre-trained weights into ``classifier``: the embedding and the recurrent weights of
     ``forward_lm`` (a :class:`~lstm.models.language_model.RecurrentLM` state dict) into the forward
-    direction, and of ``backward_lm`` (a model of the reversed text) into the backward direction
-    (the embedding is then the mean of the two). The language models must share the classifier's
+    direction, and of ``backward_lm`` (a model of the reversed text, which must have read the
+    forward model's embedding, frozen: each LSTM learned to read one embedding and the classifier
+    has one) into the backward direction. The language models must share the classifier's
     vocabulary, cell, embedding size, hidden size and layer count. In a bidirectional stack the
     input weights of layers above the first read both directions (``2H`` wide, not ``H``): those
     stay as initialized. Returns the names of the copied tensors."""
@@ -247,12 +248,19 @@ def init_from_language_model(
             )
     if backward_lm is not None and not classifier.config.bidirectional:
         raise ValueError("a backward language model needs a bidirectional classifier")
+    if backward_lm is not None and not torch.equal(
+        backward_lm["embedding.weight"], forward_lm["embedding.weight"]
+    ):
+        # Each direction's LSTM learned to read its own model's embedding; the classifier has one.
+        raise ValueError(
+            "the backward language model has an embedding of its own: pre-train it reading the "
+            "forward model's (pretrain_language_model(..., embedding=...)), so that one embedding "
+            "serves both directions"
+        )
     take(forward_lm, "", "forward")
-    embedding = forward_lm["embedding.weight"]
     if backward_lm is not None:
         take(backward_lm, "_reverse", "backward")
-        embedding = (embedding + backward_lm["embedding.weight"]) / 2
-    updates["embedding.weight"] = embedding
+    updates["embedding.weight"] = forward_lm["embedding.weight"]
     copied.append("embedding.weight")
     classifier.load_state_dict({**own, **updates})
     return copied

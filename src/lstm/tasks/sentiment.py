@@ -208,9 +208,13 @@ def pretrain_language_model(
     dropout: float = 0.2,
     out_dir: str | os.PathLike | None = None,
     val_texts: list[str] | None = None,
+    embedding: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Trains the engine's recurrent language model (the classifier's cell, sizes and
-    vocabulary) on ``texts`` (reversed with ``reverse``) and returns its state dict."""
+    vocabulary) on ``texts`` (reversed with ``reverse``) and returns its state dict. Given
+    ``embedding`` (the forward model's, for the backward model), it reads that embedding and
+    leaves it as it is, so that both directions of the classifier can share it (as ELMo's two
+    directions share their token representation)."""
     from lstm.data.text import StreamBatches
     from lstm.models.language_model import LMConfig, RecurrentLM, evaluate_stream, lm_loss
     from lstm.training import fit
@@ -221,6 +225,9 @@ def pretrain_language_model(
                          backend=c.backend, adaptive_cutoffs=adaptive_cutoffs(len(vocab)))  # fmt: skip
     torch.manual_seed(train_config.seed)
     model = RecurrentLM(lm_config)
+    if embedding is not None:
+        model.embedding.weight.data.copy_(embedding)
+        model.embedding.weight.requires_grad_(False)
     ids = review_stream(vocab, texts, reverse)
     batches = StreamBatches(ids, batch_size, seq_len)
     eval_fn = None
@@ -428,7 +435,10 @@ def run_train(args) -> int:
     corpus, lm_states, lm_model = None, None, None
     if args.pretrained:
         vocab, forward, backward, lm_model = load_pretrained(args.pretrained)
-        lm_states = [forward] + ([backward] if backward is not None else [])
+        # a one-directional classifier reads forwards: it takes the forward model only
+        lm_states = [forward] + (
+            [backward] if backward is not None and not args.unidirectional else []
+        )
         for key, given in (("embed_size", args.embed), ("hidden_size", args.hidden),
                            ("num_layers", args.layers), ("cell", args.cell)):  # fmt: skip
             if lm_model[key] != given:
@@ -470,6 +480,7 @@ def run_train(args) -> int:
             lm_states.append(pretrain_language_model(
                 vocab, corpus, config, lm_train, reverse=reverse,
                 seq_len=args.pretrain_seq_len, out_dir=lm_dir, val_texts=split.val.texts[:500],
+                embedding=lm_states[0]["embedding.weight"] if reverse else None,
             ))  # fmt: skip
     pretrained = None
     if lm_states:
