@@ -36,7 +36,7 @@ DEFAULT = [
     ("temporal-order-6a", 100, "lstm", 1.0, 1),
     ("temporal-order-6a", 100, "gru", None, 3),
     ("temporal-order-6a", 100, "rnn", None, 3),
-    ("temporal-order-6b", 100, "lstm", 5.0, 1),
+    ("temporal-order-6b", 100, "lstm", 5.0, 3),
     ("temporal-order-6b", 100, "gru", None, 3),
     ("adding", 100, "lstm", "chrono", 3),
     ("adding", 500, "lstm", 5.0, 1, 20_000),
