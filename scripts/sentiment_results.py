@@ -29,27 +29,34 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SCRATCH = "--embed 128 --hidden 128 --word-dropout 0.3 --dropout 0.5"
 PRE = "--embed 128 --hidden 256 --word-dropout 0.1 --dropout 0.5 --lr 1e-3"
+CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "transformer": "Transformer"}
+EPOCHS = {"rt": 6, "imdb": 3}
+
+
+def _scratch(data: str) -> dict[str, tuple[str, str, str]]:
+    """One row per cell, trained from scratch (the Transformer with two layers)."""
+    rows = {}
+    for cell, label in CELLS.items():
+        layers = " --layers 2" if cell == "transformer" else ""
+        rows[f"{data}-{cell}"] = (
+            data,
+            label,
+            f"--cell {cell}{layers} {SCRATCH} --epochs {EPOCHS[data]}",
+        )
+    return rows
+
+
 # name -> (data set, method label, arguments). The language models that rt-lstm-pretrained trains
 # on the IMDB training reviews can start an IMDB classifier too (--pretrained runs/rt-lstm-pretrained
 # --embed 128 --hidden 256): not measured, as pre-training at this scale did not help (results.md).
 ROWS = {
-    "rt-lstm": ("rt", "LSTM", f"--cell lstm {SCRATCH} --epochs 6"),
-    "rt-gru": ("rt", "GRU", f"--cell gru {SCRATCH} --epochs 6"),
-    "rt-rnn": ("rt", "RNN", f"--cell rnn {SCRATCH} --epochs 6"),
-    "rt-transformer": ("rt", "Transformer", f"--cell transformer --layers 2 {SCRATCH} --epochs 6"),
+    **_scratch("rt"),
     "rt-lstm-pretrained": (
         "rt",
         "LSTM, LM pre-trained on IMDB reviews",
         f"--cell lstm {PRE} --pretrain-corpus imdb --pretrain-minutes 20 --epochs 4",
     ),
-    "imdb-lstm": ("imdb", "LSTM", f"--cell lstm {SCRATCH} --epochs 3"),
-    "imdb-gru": ("imdb", "GRU", f"--cell gru {SCRATCH} --epochs 3"),
-    "imdb-rnn": ("imdb", "RNN", f"--cell rnn {SCRATCH} --epochs 3"),
-    "imdb-transformer": (
-        "imdb",
-        "Transformer",
-        f"--cell transformer --layers 2 {SCRATCH} --epochs 3",
-    ),
+    **_scratch("imdb"),
 }
 NAMES = {"rt": "Rotten Tomatoes", "imdb": "IMDB"}
 

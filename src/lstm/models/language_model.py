@@ -12,10 +12,11 @@ peer to compare against. With ``tie_weights`` the head shares the embedding matr
 of thousands) the head is torch's adaptive softmax (Grave et al. 2017): the frequent words in a
 full softmax with one entry per rarer cluster, each cluster's words scored only for the tokens
 that belong to it, through narrower projections; training then never forms the ``(B, T, V)``
-logits (:func:`lm_loss`), which makes a 30,000-word model several times faster on the CPU. Its
-``forward`` still returns full log-probabilities, which every consumer of logits accepts (the
-softmax of log-probabilities is the same distribution). The Transformer carries no state: its ``state`` is
-always ``None`` and it sees at most ``config.context`` tokens.
+logits (:func:`lm_loss`), which makes a 30,000-word model several times faster on the CPU
+(:func:`adaptive_cutoffs` picks the clusters). Its ``forward`` still returns full
+log-probabilities, which every consumer of logits accepts (the softmax of log-probabilities is
+the same distribution). The Transformer carries no state: its ``state`` is always ``None`` and it
+sees at most ``config.context`` tokens.
 
 Metrics (:func:`evaluate_stream`): cross-entropy in nats per token, perplexity ``exp(CE)``, and
 bits per character ``CE · tokens / (chars · ln 2)`` (for a character model, bits per token).
@@ -42,6 +43,7 @@ __all__ = [
     "LMConfig",
     "RecurrentLM",
     "TransformerLM",
+    "adaptive_cutoffs",
     "build_language_model",
     "evaluate_stream",
     "filter_logits",
@@ -92,6 +94,14 @@ class LMConfig(JsonConfig):
             raise ValueError(
                 f"backend should be one of {', '.join(backends)}, got {self.backend!r}"
             )
+
+
+def adaptive_cutoffs(vocab_size: int) -> list[int] | None:
+    """Adaptive-softmax clusters for a word vocabulary: the 2,000 most frequent words in the head,
+    the next 8,000 and the rest in two tails (none below 4,000 words: a full softmax is cheap)."""
+    if vocab_size <= 4000:
+        return None
+    return [c for c in (2000, 10000) if c < vocab_size]
 
 
 class RecurrentLM(nn.Module):

@@ -167,25 +167,30 @@ class SequenceModel(nn.Module):
             raise ValueError(f"forget_bias and chrono apply to the LSTM only, got cell={cell!r}")
         if chrono is not None and chrono < 3:
             raise ValueError(f"chrono should be the longest dependency, at least 3, got {chrono}")
-        H = hidden_size
-        with torch.no_grad():
-            for layer in range(num_layers if cell == "lstm" else 0):
-                # rows of (i, f, g, o); the gate biases are b_ih + b_hh: all of it goes in b_ih
-                b_ih, b_hh = (
-                    getattr(self.rnn, f"bias_ih_l{layer}"),
-                    getattr(self.rnn, f"bias_hh_l{layer}"),
-                )
-                if chrono is not None:
-                    # Chrono initialization (Tallec and Ollivier 2018): each cell gets its own
-                    # time scale, b_f = log(u) with u ~ U(1, chrono - 1), and writes as rarely as
-                    # it forgets, b_i = -b_f, as the 1997 paper's negative input-gate biases did.
-                    b_f = torch.log(torch.empty(H).uniform_(1, chrono - 1))
-                    b_ih[:H], b_ih[H : 2 * H] = -b_f, b_f
-                    b_hh[: 2 * H] = 0.0
-                elif forget_bias is not None:
-                    b_ih[H : 2 * H] = forget_bias
-                    b_hh[H : 2 * H] = 0.0
+        if chrono is not None or forget_bias is not None:
+            self._init_gate_biases(hidden_size, num_layers, forget_bias, chrono)
         self.head = nn.Linear(hidden_size, output_size)
+
+    @torch.no_grad()
+    def _init_gate_biases(
+        self, H: int, num_layers: int, forget_bias: float | None, chrono: int | None
+    ) -> None:
+        """Rows of (i, f, g, o); a gate's bias is b_ih + b_hh, so all of it goes in b_ih."""
+        for layer in range(num_layers):
+            b_ih, b_hh = (
+                getattr(self.rnn, f"bias_ih_l{layer}"),
+                getattr(self.rnn, f"bias_hh_l{layer}"),
+            )
+            if chrono is not None:
+                # Chrono initialization (Tallec and Ollivier 2018): each cell gets its own time
+                # scale, b_f = log(u) with u ~ U(1, chrono - 1), and writes as rarely as it
+                # forgets, b_i = -b_f, as the 1997 paper's negative input-gate biases did.
+                b_f = torch.log(torch.empty(H).uniform_(1, chrono - 1))
+                b_ih[:H], b_ih[H : 2 * H] = -b_f, b_f
+                b_hh[: 2 * H] = 0.0
+            else:
+                b_ih[H : 2 * H] = forget_bias
+                b_hh[H : 2 * H] = 0.0
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """``x (B, T, I)``, ``lengths (B,)`` -> ``(B, O)`` or, per step, ``(B, T, O)``."""

@@ -151,14 +151,6 @@ def review_stream(vocab: WordVocab, texts: list[str], reverse: bool = False) -> 
     return ids.flip(0) if reverse else ids
 
 
-def adaptive_cutoffs(vocab_size: int) -> list[int] | None:
-    """Adaptive-softmax clusters for a word vocabulary: the 2,000 most frequent words in the head,
-    the next 8,000 and the rest in two tails (none below 4,000 words: a full softmax is cheap)."""
-    if vocab_size <= 4000:
-        return None
-    return [c for c in (2000, 10000) if c < vocab_size]
-
-
 def pretraining_corpus(corpus: str, split: Split) -> list[str]:
     """The texts a language model pre-trains on, always including the classifier's training
     texts: ``"train"`` (those alone), ``"imdb"`` (with the training part of the fixed IMDB split),
@@ -182,18 +174,14 @@ def load_pretrained(run_dir: str | os.PathLike) -> tuple[WordVocab, dict, dict |
     state dict, backward state dict or None, the forward model's config)``. Safetensors and JSON
     only."""
     run_dir = Path(run_dir)
-    states, vocab, model = [], None, None
-    for name in ("lm-forward", "lm-backward"):
-        if name == "lm-backward" and not (run_dir / name).exists():
-            states.append(None)
-            continue
-        _, meta, tensors = ckpt.load_task_checkpoint(run_dir / name, "lm", "a language model")
-        vocab = vocab or vocab_from_json(meta["vocab"])
-        model = model or meta["model"]
-        states.append(tensors)
+    _, meta, forward = ckpt.load_task_checkpoint(run_dir / "lm-forward", "lm", "a language model")
+    backward = None
+    if (run_dir / "lm-backward").exists():
+        backward = ckpt.load_task_checkpoint(run_dir / "lm-backward", "lm", "a language model")[2]
+    vocab = vocab_from_json(meta["vocab"])
     if not isinstance(vocab, WordVocab):
         raise ckpt.CheckpointError(f"{str(run_dir)!r} holds no word-level language model")
-    return vocab, states[0], states[1], model
+    return vocab, forward, backward, meta["model"]
 
 
 def pretrain_language_model(
@@ -216,7 +204,13 @@ def pretrain_language_model(
     leaves it as it is, so that both directions of the classifier can share it (as ELMo's two
     directions share their token representation)."""
     from lstm.data.text import StreamBatches
-    from lstm.models.language_model import LMConfig, RecurrentLM, evaluate_stream, lm_loss
+    from lstm.models.language_model import (
+        LMConfig,
+        RecurrentLM,
+        adaptive_cutoffs,
+        evaluate_stream,
+        lm_loss,
+    )
     from lstm.training import fit
 
     c = classifier_config
@@ -432,7 +426,7 @@ def run_train(args) -> int:
         split.train = split.train.subset(range(min(args.limit, len(split.train))))
     if args.pretrained and args.pretrain_minutes > 0:
         raise ValueError("give --pretrained RUN or --pretrain-minutes, not both")
-    corpus, lm_states, lm_model = None, None, None
+    corpus, lm_states = None, None
     if args.pretrained:
         vocab, forward, backward, lm_model = load_pretrained(args.pretrained)
         # a one-directional classifier reads forwards: it takes the forward model only
