@@ -55,6 +55,7 @@ __all__ = [
     "state_dict_to_tensors",
     "unflatten_state",
     "write_checkpoint",
+    "write_final",
 ]
 
 TMP_PREFIX = ".tmp-"
@@ -184,6 +185,20 @@ def write_checkpoint(
         atomic_write_text(root / "BEST", name + "\n")
     _prune(root, keep)
     return final
+
+
+def write_final(
+    out_dir: str | os.PathLike, model: torch.nn.Module, extra: dict, train_config
+) -> Path:
+    """A task's trained weights (the best ones, after ``fit(restore_best=True)``) as
+    ``out_dir/checkpoints/final``, with the task's ``extra`` config and the training config in
+    its JSON; ``BEST`` points at it."""
+    return write_checkpoint(
+        Path(out_dir) / "checkpoints", "final",
+        tensors={MODEL: (state_dict_to_tensors(model.state_dict()), None)},
+        jsons={CONFIG: {**extra, "train": train_config.to_json()}},
+        keep=train_config.keep_checkpoints + 1, best=True,
+    )  # fmt: skip
 
 
 def _pointer(root: Path, which: str) -> str | None:

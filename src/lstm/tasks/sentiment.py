@@ -307,18 +307,8 @@ def train_classifier(
         probs, labels, loss = predict_proba(model, _batches(vocab, part, max_len, 64, False))
         scores[name] = {**report_metrics(labels.numpy(), probs.argmax(1).numpy(), K), "loss": loss}
     if out_dir is not None:
-        _save_final(out_dir, model, extra, train_config)
+        ckpt.write_final(out_dir, model, extra, train_config)
     return SentimentRun(model, vocab, config, scores.get("val", {}), scores.get("test", {}), result)
-
-
-def _save_final(out_dir, model, extra: dict, train_config) -> Path:
-    """The best weights as ``out/checkpoints/final`` (``BEST`` points at it)."""
-    return ckpt.write_checkpoint(
-        Path(out_dir) / "checkpoints", "final",
-        tensors={ckpt.MODEL: (ckpt.state_dict_to_tensors(model.state_dict()), None)},
-        jsons={ckpt.CONFIG: {**extra, "train": train_config.to_json()}},
-        keep=train_config.keep_checkpoints + 1, best=True,
-    )  # fmt: skip
 
 
 def load_sentiment_model(path: str | os.PathLike) -> tuple[torch.nn.Module, WordVocab, dict]:

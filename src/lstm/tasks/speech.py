@@ -302,12 +302,7 @@ def train_speech(
     summary["model"] = model
     if out_dir is not None:
         out = Path(out_dir)
-        summary["checkpoint"] = str(ckpt.write_checkpoint(
-            out / "checkpoints", "final",
-            tensors={ckpt.MODEL: (ckpt.state_dict_to_tensors(model.state_dict()), None)},
-            jsons={ckpt.CONFIG: {**extra, "train": train_config.to_json()}},
-            keep=train_config.keep_checkpoints + 1, best=True,
-        ))  # fmt: skip
+        summary["checkpoint"] = str(ckpt.write_final(out, model, extra, train_config))
         if not ctc and "test" in scores:
             summary["confusion_png"] = str(plot_confusion(
                 scores["test"]["confusion"], data.labels, out / "confusion.png",

@@ -369,7 +369,7 @@ def train_translation(
     summary["eval_seconds"] = time.perf_counter() - t0
     if out_dir is not None:
         out = Path(out_dir)
-        _save_final(out, model, extra, train_config)
+        ckpt.write_final(out, model, extra, train_config)
         for name, tok in (("src", src_tok), ("tgt", tgt_tok)):
             ckpt.atomic_write_text(out / f"{name}_tokenizer.json", tok.tokenizer.to_str())
         if config.cell != "transformer":
@@ -389,18 +389,6 @@ def train_translation(
         )
     summary["total_seconds"] = time.perf_counter() - t_start
     return summary
-
-
-def _save_final(out: Path, model, extra: dict, train_config) -> Path:
-    """The best weights as ``out/checkpoints/final`` (``BEST`` points at it)."""
-    return ckpt.write_checkpoint(
-        out / "checkpoints",
-        "final",
-        tensors={ckpt.MODEL: (ckpt.state_dict_to_tensors(model.state_dict()), None)},
-        jsons={ckpt.CONFIG: {**extra, "train": train_config.to_json()}},
-        keep=train_config.keep_checkpoints + 1,
-        best=True,
-    )
 
 
 def load_translation_model(
