@@ -1,6 +1,8 @@
 """Forecasting: CSV loading and its errors, windows and scaling, baselines, a short training run
 that must beat a bar, and the CLI."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -161,8 +163,11 @@ def test_cli_train_forecast_then_forecast_a_csv(tmp_path, capsys):
     rc = main(["train", "forecast", "--csv", str(f), "--target", "load", "--time-col", "time",
                "--covariates", "temp", "--horizon", "6", "--context", "12", "--test-origins", "4",
                "--val-origins", "4", "--steps", "20", "--hidden", "8", "--no-progress",
-               "--out", str(out)])  # fmt: skip
+               "--year-features", "yes", "--level", "--out", str(out)])  # fmt: skip
     assert rc == 0
+    # `lstm forecast` rebuilds the same features (time of year, asked for) and the level option
+    config = json.loads((out / "checkpoints" / "final" / "config.json").read_text())
+    assert config["data"]["year"] is True and config["model"]["level"] is True
     assert (out / "forecast.png").stat().st_size > 1000
     assert "| LSTM |" in (out / "report.md").read_text()
     # Future rows: covariates known, target empty.
@@ -222,3 +227,55 @@ def test_skip_adds_a_linear_map_of_each_steps_inputs(strategy):
         x = torch.randn(2, 4, 6)
         got, base = model.step(x)[0], plain.step(x)[0]
     torch.testing.assert_close(got, base + x @ model.skip.weight.T, rtol=0, atol=1e-6)
+
+
+def test_time_of_year_features_only_when_the_training_part_spans_two_years():
+    """With less than two years of training data a time-of-year feature names the date, not a
+    season; ``year=None`` leaves it out then and keeps it from two years on."""
+    import pandas as pd
+
+    from lstm.data.series import calendar_features, spans_two_years
+
+    def daily(days):
+        index = pd.date_range("2020-01-01", periods=days, freq="D")
+        return Series("s", "y", np.arange(days, dtype=float), np.zeros((days, 0)), [], index, 7)
+
+    short = WindowData(daily(400), context=14, horizon=7, test_origins=2, val_origins=2)
+    assert short.year is False
+    assert not any(n.startswith("year_") for n in short.feature_names)
+    long = WindowData(daily(800), context=14, horizon=7, test_origins=2, val_origins=2)
+    assert long.year is True and "year_sin1" in long.feature_names
+    forced = WindowData(daily(400), context=14, horizon=7, test_origins=2, val_origins=2, year=True)
+    assert forced.num_features == short.num_features + 4
+    index = daily(800).index
+    assert spans_two_years(index, 731) and not spans_two_years(index, 730)
+    _, names = calendar_features(index, year=False)
+    assert names == [f"dow{d}" for d in range(7)]
+
+
+def test_level_normalization_follows_a_shift_of_the_target():
+    """With ``level`` the forecaster works relative to the past window's mean target: adding a
+    constant to the target (the past's first column and the future's seasonal lags) adds it to
+    every forecast; the features and the position are left as they are."""
+    from lstm.models.forecaster import Forecaster
+
+    torch.manual_seed(0)
+    # past: target + 2 features; future: 2 features, 2 lags, position
+    config = ForecasterConfig(3, 5, 4, hidden_size=7, quantiles=(0.1, 0.5, 0.9), level=True)
+    model = Forecaster(config).eval()
+    past, future = (
+        torch.randn(2, 8, 3, dtype=torch.float64),
+        torch.randn(2, 4, 5, dtype=torch.float64),
+    )
+    model.double()
+    shift = 3.25
+    past2, future2 = past.clone(), future.clone()
+    past2[..., 0] += shift
+    future2[..., 2:4] += shift
+    torch.testing.assert_close(model(past2, future2), model(past, future) + shift)
+    # and the features do matter: the same shift on a feature column changes the forecast
+    past3 = past.clone()
+    past3[..., 1] += shift
+    assert not torch.allclose(model(past3, future), model(past, future) + shift)
+    with pytest.raises(ValueError, match="direct strategy only"):
+        ForecasterConfig(3, 5, 4, recursive_size=6, strategy="recursive", level=True)

@@ -18,6 +18,13 @@ linear in the covariates and seasonal lags, and extrapolates it (a December hott
 training day), while the recurrent part models the rest; without it a tanh state saturates
 outside the range it was trained on.
 
+With ``level`` (the mean scaling of DeepAR, Salinas et al. 2020, and the reversible instance
+normalization of Kim et al. 2022) the model works relative to each window's own level: the mean
+``m`` of the target over the past window is subtracted from the past target and from the future
+seasonal lags, and added back to the output, ``ŷ_t = m + f(past - m, future - m)``. The recurrent
+part then learns shapes, not levels, and a shift in level that the training part never showed (a
+holiday week's low demand) reaches the forecast through the last days it reads.
+
 The head emits one value per step (trained on mean squared error) or ``Q`` quantiles (trained on
 the pinball loss; the median is the point forecast and the outer quantiles give an interval). The
 recurrent stacks are :class:`lstm.LSTM`, :class:`lstm.GRU` or :class:`lstm.RNN`.
@@ -64,6 +71,7 @@ class ForecasterConfig(JsonConfig):
     quantiles: tuple[float, ...] = ()  # empty: a point forecast trained on MSE
     backend: str = "auto"
     skip: bool = False  # add a linear map of each step's inputs to the output (LSTNet's highway)
+    level: bool = False  # forecast relative to the past window's mean target (direct only)
 
     def __post_init__(self) -> None:
         self.check_one_of("cell", CELLS)
@@ -71,6 +79,8 @@ class ForecasterConfig(JsonConfig):
         self.check_at_least_one("past_size", "future_size", "horizon", "hidden_size", "num_layers")
         if self.strategy == "recursive" and self.recursive_size < 1:
             raise ValueError("the recursive strategy needs recursive_size >= 1")
+        if self.level and self.strategy != "direct":
+            raise ValueError("level normalization works with the direct strategy only")
         self.check_rate("dropout")
         q = tuple(float(v) for v in self.quantiles)
         if any(not 0 < v < 1 for v in q) or list(q) != sorted(set(q)):
@@ -122,9 +132,17 @@ class Forecaster(nn.Module):
 
     def forward(self, past: Tensor, future: Tensor) -> Tensor:
         """Direct: ``past (B, C, 1+F)``, ``future (B, H, F+L+1)`` -> ``(B, H, Q)``."""
+        if self.config.level:
+            # m: the past window's mean target; the target columns are the past's first and the
+            # future's seasonal lags (after the F features, before the position).
+            m = past[:, :, :1].mean(1, keepdim=True)  # (B, 1, 1)
+            n = past.shape[-1] - 1  # F
+            past = torch.cat([past[..., :1] - m, past[..., 1:]], -1)
+            future = torch.cat([future[..., :n], future[..., n:-1] - m, future[..., -1:]], -1)
         _, state = self.encoder(past)
         out, _ = self.decoder(future, state)  # (B, H, hidden)
-        return self._read_out(out, future)
+        y = self._read_out(out, future)
+        return y + m if self.config.level else y
 
     def step(self, inputs: Tensor, state: Any = None) -> tuple[Tensor, Any]:
         """Recursive: ``inputs (B, T, 1+F+L)`` -> ``(B, T, Q)`` one-step forecasts, state."""

@@ -42,13 +42,13 @@ from lstm.data.series import (
     WindowData,
     load_csv,
     load_dataset,
-    running_means,
 )
 from lstm.models.forecaster import Forecaster, ForecasterConfig, forecast_loss, predict_windows
 
 __all__ = [
     "add_forecast_arguments",
     "add_train_arguments",
+    "checkpoint_window_data",
     "ets_baseline",
     "evaluate_checkpoint",
     "evaluate_methods",
@@ -259,6 +259,7 @@ def _extra(data: WindowData, config: ForecasterConfig, source: dict) -> dict:
             "horizon": data.horizon,
             "lags": list(data.lags),
             "calendar": data.calendar,
+            "year": data.year,
             "covariate_windows": list(data.covariate_windows),
             "target_scaler": data.target_scaler.to_json(),
             "feature_scaler": data.feature_scaler.to_json(),
@@ -434,16 +435,12 @@ def _window_data_for(series: Series, d: dict, origin: int) -> WindowData:
     data = WindowData.__new__(WindowData)
     data.series, data.context, data.horizon = series, d["context"], d["horizon"]
     data.lags, data.calendar = tuple(d["lags"]), d["calendar"]
+    data.year = d.get("year", True)  # checkpoints older than the option had the features
     data.target_scaler = Scaler.from_json(d["target_scaler"])
     data.feature_scaler = Scaler.from_json(d["feature_scaler"])
-    from lstm.data.series import calendar_features
-
-    cal, _ = calendar_features(series.index) if data.calendar else (np.zeros((len(series), 0)), [])
     data.covariate_windows = tuple(d.get("covariate_windows", ()))
-    covs = running_means(series.covariates, data.covariate_windows)
-    covs = data.feature_scaler.transform(covs) if covs.shape[1] else covs
-    data.z = data.target_scaler.transform(series.values)
-    data.x = np.concatenate([covs, cal], 1)
+    data.train_end = len(series)
+    data.make_features()
     data.test = np.array([origin])
     return data
 
@@ -485,6 +482,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                      help="seasonal lags given at each future step (each >= horizon)")  # fmt: skip
     win.add_argument("--covariate-windows", type=positive_int, nargs="*", default=[],
                      help="add running means of the covariates over these steps")  # fmt: skip
+    win.add_argument("--year-features", choices=["auto", "yes", "no"], default="auto",
+                     help="time-of-year calendar features (auto: when the training part spans "
+                          "two years or more)")  # fmt: skip
     win.add_argument("--test-origins", type=positive_int, default=28)
     win.add_argument("--val-origins", type=positive_int, default=28)
     win.add_argument("--origin-step", type=positive_int, help="default: the horizon")
@@ -502,6 +502,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--skip",
         action="store_true",
         help="add a linear map of each step's inputs to the output (LSTNet's highway)",
+    )
+    m.add_argument(
+        "--level",
+        action="store_true",
+        help="forecast relative to each window's mean level (DeepAR's scaling; direct only)",
     )
     m.add_argument("--backend", default="auto")
     p.add_argument("--no-baselines", action="store_true", help="report the model alone")
@@ -522,12 +527,14 @@ def run_train(args: argparse.Namespace) -> int:
     horizon = args.horizon or (series.period if series.period > 1 else 1)
     context = args.context or max(2 * horizon, 2 * series.period)
     data = WindowData(series, context, horizon, args.lags, args.test_origins, args.val_origins,
-                      args.origin_step, covariate_windows=args.covariate_windows)  # fmt: skip
+                      args.origin_step, year={"auto": None, "yes": True, "no": False}[
+                          args.year_features], covariate_windows=args.covariate_windows)  # fmt: skip
     config = ForecasterConfig(
         past_size=data.past_size, future_size=data.future_size, horizon=data.horizon,
         recursive_size=data.recursive_size, cell=args.cell, hidden_size=args.hidden,
         num_layers=args.layers, dropout=args.dropout, strategy=args.strategy,
         quantiles=tuple(sorted(args.quantiles)), backend=args.backend, skip=args.skip,
+        level=args.level,
     )  # fmt: skip
     train_config = train_config_from(args)
     train_config.carry_state = False
@@ -536,7 +543,7 @@ def run_train(args: argparse.Namespace) -> int:
           f"windows, {len(data.val)} validation and {len(data.test)} test origins")  # fmt: skip
     model, _ = train_forecaster(data, config, train_config, batch_size=args.batch,
                                 stride=args.stride, out_dir=args.out, source=source)  # fmt: skip
-    _save_final(args.out, model, data, config, source, train_config)
+    ckpt.write_final(args.out, model, _extra(data, config, source), train_config)
     table = run_report(data, model, args.out, label=args.cell.upper(),
                        baselines=not args.no_baselines)  # fmt: skip
     print(format_table(table))
@@ -544,16 +551,6 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"[forecast] checkpoint {out / 'checkpoints'}; report {out / 'report.md'}; "
           f"plot {out / 'forecast.png'}")  # fmt: skip
     return 0
-
-
-def _save_final(out, model, data, config, source, train_config) -> None:
-    """The best weights as ``out/checkpoints/final`` (``BEST`` points at it)."""
-    ckpt.write_checkpoint(
-        Path(out) / "checkpoints", "final",
-        tensors={ckpt.MODEL: (ckpt.state_dict_to_tensors(model.state_dict()), None)},
-        jsons={ckpt.CONFIG: {**_extra(data, config, source), "train": train_config.to_json()}},
-        keep=train_config.keep_checkpoints + 1, best=True,
-    )  # fmt: skip
 
 
 def add_forecast_arguments(p: argparse.ArgumentParser) -> None:
@@ -574,22 +571,30 @@ def run_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def checkpoint_window_data(
+    meta: dict, csv: str | os.PathLike | None = None, fill: str | None = None
+) -> WindowData:
+    """The windows a checkpoint's forecaster was trained and tested on (its data set, or ``csv``
+    in the same columns), with its scalers, features and split."""
+    d = meta["data"]
+    if csv or "dataset" not in d:
+        series = load_csv(csv or d["csv"], d["target"], d.get("time_col"), d["covariates"], fill,
+                          d["period"])  # fmt: skip
+    else:
+        series = load_dataset(d["dataset"])
+        series.period = d["period"]
+    return WindowData(series, d["context"], d["horizon"], d["lags"], d["test_origins"],
+                      d["val_origins"], d["origin_step"], calendar=d["calendar"],
+                      year=d.get("year", True), covariate_windows=d.get("covariate_windows", ()),
+                      target_scaler=Scaler.from_json(d["target_scaler"]),
+                      feature_scaler=Scaler.from_json(d["feature_scaler"]))  # fmt: skip
+
+
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
     """``lstm evaluate`` of a forecaster: rolling origins over its data set's test tail (or over
     the tail of ``--csv``), beside the baselines."""
     model, meta = load_forecaster(args.checkpoint)
-    d = meta["data"]
-    fill = getattr(args, "fill", None)
-    if getattr(args, "csv", None) or "dataset" not in d:
-        series = load_csv(args.csv or d["csv"], d["target"], d.get("time_col"), d["covariates"],
-                          fill, d["period"])  # fmt: skip
-    else:
-        series = load_dataset(d["dataset"])
-        series.period = d["period"]
-    data = WindowData(series, d["context"], d["horizon"], d["lags"], d["test_origins"],
-                      d["val_origins"], d["origin_step"], d["calendar"],
-                      d.get("covariate_windows", ()), Scaler.from_json(d["target_scaler"]),
-                      Scaler.from_json(d["feature_scaler"]))  # fmt: skip
+    data = checkpoint_window_data(meta, getattr(args, "csv", None), getattr(args, "fill", None))
     out = Path(getattr(args, "out", None) or args.checkpoint)
     if out.is_file():
         out = out.parent
