@@ -241,3 +241,27 @@ def test_a_model_trained_with_a_backend_this_machine_lacks_loads_with_auto(tmp_p
     assert meta["model"]["backend"] == "auto"
     _, meta, _ = ckpt.load_task_checkpoint(tmp_path / "bptt", "speech", "a model")
     assert meta["model"]["backend"] == "bptt"
+
+
+def test_a_language_model_from_a_machine_with_other_kernels_loads_with_auto_and_says_so(
+    tmp_path, monkeypatch
+):
+    """load_language_model, like the task loaders, warns when it swaps an unrunnable backend
+    for 'auto' (it used to swap silently)."""
+    import lstm.kernels
+    from lstm.data.text import CharVocab
+    from lstm.models.language_model import LMConfig, build_language_model, load_language_model
+
+    monkeypatch.setattr(lstm.kernels, "runs_here", lambda name: name != "triton")  # a CPU machine
+    vocab = CharVocab.build("abc")
+    config = LMConfig(vocab_size=len(vocab), embed_size=4, hidden_size=5)
+    model = build_language_model(config)
+    stored = {**config.to_json(), "backend": "triton"}
+    ckpt.write_checkpoint(tmp_path, "step-1",
+                          jsons={ckpt.CONFIG: {"task": "lm", "model": stored,
+                                               "vocab": vocab.to_json()}},
+                          tensors={ckpt.MODEL: (ckpt.state_dict_to_tensors(model.state_dict()),
+                                                None)})  # fmt: skip
+    with pytest.warns(UserWarning, match="'triton' kernel backend, which does not run here"):
+        loaded, _, _ = load_language_model(tmp_path)
+    assert loaded.config.backend == "auto"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -516,7 +517,14 @@ def load_language_model(
         raise CheckpointError(f"{str(path)!r} is not a language-model checkpoint")
     config = LMConfig.from_json(meta["model"])
     if backend is None:
-        backend = config.backend if lstm.kernels.runs_here(config.backend) else "auto"
+        backend = config.backend
+        if not lstm.kernels.runs_here(backend):
+            warnings.warn(
+                f"{str(path)!r} was trained with the {backend!r} kernel backend, which does not "
+                "run here: loading it with 'auto'",
+                stacklevel=2,
+            )
+            backend = "auto"
     config.backend = backend
     config.__post_init__()
     vocab = vocab_from_json(meta["vocab"])
