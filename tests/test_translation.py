@@ -197,10 +197,16 @@ def test_attention_sums_to_one_and_ignores_padding(score):
     assert (out - out2).abs().max() < 1e-12 and (weights - weights2).abs().max() < 1e-12
     # the equations by hand for one row: a = softmax(score), h~ = tanh(W_c [c; h])
     b, t, n = 1, 2, 4
-    s = attention.scores(query[b : b + 1, t : t + 1], memory[b : b + 1, :n])[0, 0]
+    q, m = query[b, t], memory[b, :n]  # (8,), (n, 8)
+    if score == "dot":
+        s = m @ q
+    elif score == "general":
+        s = attention.W_a(m) @ q
+    else:
+        s = attention.v_a(torch.tanh(attention.W_q(q) + attention.W_k(m))).squeeze(-1)
     a = s.softmax(-1)
-    c = a @ memory[b, :n]
-    h = torch.tanh(attention.W_c(torch.cat([c, query[b, t]])))
+    c = a @ m
+    h = torch.tanh(attention.W_c(torch.cat([c, q])))
     assert (a - weights[b, t, :n]).abs().max() < 1e-12 and (h - out[b, t]).abs().max() < 1e-12
 
 
@@ -289,6 +295,26 @@ def test_beam_width_one_is_greedy(cell):
         for alpha in (0.0, 1.0):
             tokens, _ = beam_search(model, src[b : b + 1, :n], lengths[b : b + 1], 1, 12, alpha)
             assert tokens == greedy[b]
+
+
+@pytest.mark.parametrize("score", ["dot", "general", "additive"])
+def test_step_by_step_decoding_equals_teacher_forcing(score):
+    """The decoder one step at a time (the source's attention keys computed once, in ``start``)
+    gives the log-probabilities of the teacher-forced forward pass, step for step, and reorder
+    keeps the keys with their hypotheses."""
+    torch.manual_seed(2)
+    config = Seq2SeqConfig(12, 9, embed_size=8, hidden_size=8, attention=score, dropout=0.0)
+    model = build_seq2seq(config).double().eval()
+    src, lengths = torch.randint(4, 12, (3, 6)), torch.tensor([6, 2, 4])
+    tgt_in = torch.cat([torch.full((3, 1), BOS), torch.randint(4, 9, (3, 4))], 1)
+    with torch.no_grad():
+        expected = model(src, lengths, tgt_in).log_softmax(-1)  # (3, 5, 9)
+        state = model.start(src, lengths)
+        for t in range(tgt_in.shape[1]):
+            log_probs, state, _ = model.step(tgt_in[:, t], state)
+            torch.testing.assert_close(log_probs, expected[:, t], rtol=0, atol=1e-12)
+        flipped = model.reorder(state, torch.tensor([2, 1, 0]))
+        torch.testing.assert_close(flipped["keys"], state["keys"].flip(0))
 
 
 def test_greedy_batched_equals_one_at_a_time_and_returns_attention():

@@ -116,18 +116,26 @@ class Attention(nn.Module):
             self.v_a = nn.Linear(query_size, 1, bias=False)
         self.W_c = nn.Linear(memory_size + query_size, query_size, bias=False)
 
-    def scores(self, query: Tensor, memory: Tensor) -> Tensor:
-        """``score(h_t, h̄_s)`` for every t and s: ``(B, T, S)``."""
+    def keys(self, memory: Tensor) -> Tensor:
+        """The part of the score that depends on the source alone, ``(B, S, Hd)``: ``h̄_s``
+        (dot), ``W_a h̄_s`` (general), ``W_k h̄_s + b`` (additive). A decoder computes it once
+        per source sentence, not once per output step."""
         if self.score_kind == "dot":
-            return query @ memory.transpose(1, 2)
-        if self.score_kind == "general":
-            return query @ self.W_a(memory).transpose(1, 2)
-        keys = self.W_k(memory)  # (B, S, Hd)
+            return memory
+        return self.W_a(memory) if self.score_kind == "general" else self.W_k(memory)
+
+    def scores(self, query: Tensor, keys: Tensor) -> Tensor:
+        """``score(h_t, h̄_s)`` for every t and s from :meth:`keys`: ``(B, T, S)``."""
+        if self.score_kind in ("dot", "general"):
+            return query @ keys.transpose(1, 2)
         q = self.W_q(query)  # (B, T, Hd)
         return self.v_a(torch.tanh(q.unsqueeze(2) + keys.unsqueeze(1))).squeeze(-1)  # (B, T, S)
 
-    def forward(self, query: Tensor, memory: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
-        scores = self.scores(query, memory).masked_fill(pad.unsqueeze(1), float("-inf"))
+    def forward(
+        self, query: Tensor, memory: Tensor, pad: Tensor, keys: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        keys = self.keys(memory) if keys is None else keys
+        scores = self.scores(query, keys).masked_fill(pad.unsqueeze(1), float("-inf"))
         weights = scores.softmax(-1)  # (B, T, S), rows sum to 1 over the real positions
         context = weights @ memory  # (B, T, He)
         return torch.tanh(self.W_c(torch.cat([context, query], -1))), weights
@@ -206,14 +214,14 @@ class RecurrentSeq2Seq(nn.Module):
 
     def start(self, src: Tensor, lengths: Tensor) -> dict:
         memory, pad, state = self.encode(src, lengths)
-        return {"memory": memory, "pad": pad, "rnn": state}
+        return {"memory": memory, "keys": self.attention.keys(memory), "pad": pad, "rnn": state}
 
     def step(self, tokens: Tensor, state: dict) -> tuple[Tensor, dict, Tensor]:
         """``tokens (k,)`` the previous token of each hypothesis -> log-probabilities ``(k, V)``
         of the next, the new state, attention weights ``(k, S)``."""
         x = self.tgt_embedding(tokens).unsqueeze(1)  # (k, 1, E)
         h, rnn_state = self.decoder(x, state["rnn"])  # (k, 1, D·H)
-        h_tilde, weights = self.attention(h, state["memory"], state["pad"])
+        h_tilde, weights = self.attention(h, state["memory"], state["pad"], state["keys"])
         log_probs = self.out(h_tilde[:, 0]).log_softmax(-1)
         return log_probs, {**state, "rnn": rnn_state}, weights[:, 0]
 
@@ -226,6 +234,7 @@ class RecurrentSeq2Seq(nn.Module):
             rnn = rnn.index_select(1, index)
         return {
             "memory": state["memory"].index_select(0, index),
+            "keys": state["keys"].index_select(0, index),
             "pad": state["pad"].index_select(0, index),
             "rnn": rnn,
         }
@@ -344,25 +353,27 @@ def greedy_decode(
     B = src.shape[0]
     state = model.start(src, lengths)
     tokens = torch.full((B,), BOS, dtype=torch.long, device=src.device)
-    outputs: list[list[int]] = [[] for _ in range(B)]
-    attention: list[list[Tensor]] = [[] for _ in range(B)]
-    done = torch.zeros(B, dtype=torch.bool)
-    for _ in range(max_len + 1):
+    chosen, maps = [], []  # per step: (B,) tokens, (B, S) attention weights
+    end = torch.full((B,), max_len, dtype=torch.long, device=src.device)  # tokens kept per row
+    done = torch.zeros(B, dtype=torch.bool, device=src.device)
+    for t in range(max_len + 1):
         log_probs, state, weights = model.step(tokens, state)
         tokens = log_probs.argmax(-1)
-        for b in range(B):
-            if done[b]:
-                continue
-            if weights is not None:
-                attention[b].append(weights[b].cpu())
-            if int(tokens[b]) == EOS or len(outputs[b]) == max_len:
-                done[b] = True
-            else:
-                outputs[b].append(int(tokens[b]))
+        chosen.append(tokens)
+        if weights is not None:
+            maps.append(weights)
+        ends = ~done & (tokens == EOS)  # a sequence ends at its first </s>
+        end = torch.where(ends, t, end)
+        done |= ends
         if bool(done.all()):
             break
-    maps = [torch.stack(a) if a else None for a in attention]
-    return outputs, maps
+    ids = torch.stack(chosen, 1).cpu()  # (B, steps)
+    end = end.tolist()
+    outputs = [ids[b, : end[b]].tolist() for b in range(B)]
+    if not maps:
+        return outputs, [None] * B
+    weights = torch.stack(maps, 1).cpu()  # (B, steps, S): rows for the tokens and the </s>
+    return outputs, [weights[b, : end[b] + 1] for b in range(B)]
 
 
 @torch.no_grad()
