@@ -9,8 +9,10 @@
 // doubles the build time).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -127,6 +129,34 @@ bool blas_linked() { return have_blas<float>() && have_blas<double>(); }
 #endif
 
 // ---------------------------------------------------------------------------------------------
+// Threads: the batch's rows split into one block per thread (see row_block in kernels.h), each
+// block running the whole time loop; nothing is shared but the read-only weights. One block,
+// on the calling thread, when there is one thread or one row. LSTM_CPU_ROW_BLOCKS=0 turns the
+// split off (to measure what it buys).
+// ---------------------------------------------------------------------------------------------
+
+static bool row_blocks_enabled() {
+  static const bool value = [] {
+    const char* v = std::getenv("LSTM_CPU_ROW_BLOCKS");
+    return !(v && std::string(v) == "0");
+  }();
+  return value;
+}
+
+template <typename Args, typename Run>
+static void over_row_blocks(const Args& a, Run run) {
+  const int64_t B = a.batch;
+  const int64_t blocks = row_blocks_enabled() ? std::min<int64_t>(at::get_num_threads(), B) : 1;
+  if (blocks <= 1 || at::in_parallel_region()) {
+    run(a);
+    return;
+  }
+  at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) run(row_block(a, B * k / blocks, B * (k + 1) / blocks));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Argument checks (the layers check the user's arguments; these guard direct calls).
 // ---------------------------------------------------------------------------------------------
 
@@ -212,14 +242,14 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
   at::Tensor tanh_c = save ? at::empty({T, B, H}, opts) : at::Tensor();
   at::Tensor h_raw = w_hr_t.defined() ? at::empty({B, H}, opts) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_forward", [&] {
-    LstmForward<scalar_t> a{T, B, H, P,
+    LstmForward<scalar_t> a{T, B, H, P, B,
                             gates.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
                             ptr<scalar_t>(w_hr_t), h0.data_ptr<scalar_t>(),
                             c0.data_ptr<scalar_t>(), m.defined() ? m.data_ptr<bool>() : nullptr,
                             h_all.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
                             ptr<scalar_t>(tanh_c), ptr<scalar_t>(h_raw)};
     pybind11::gil_scoped_release no_gil;
-    LSTMK_CALL(lstm_forward<scalar_t>, a);
+    over_row_blocks(a, [](const auto& block) { LSTMK_CALL(lstm_forward<scalar_t>, block); });
   });
   return {h_all, c_all, gates, tanh_c};
 }
@@ -249,7 +279,7 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
   at::Tensor dh_raw = has(w_hr) ? at::empty({B, H}, opts) : at::Tensor();
   at::Tensor dh_skip = m.defined() ? at::empty({B, P}, opts) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_backward", [&] {
-    LstmBackward<scalar_t> a{T, B, H, P,
+    LstmBackward<scalar_t> a{T, B, H, P, B,
                              gates.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
                              tanh_c.data_ptr<scalar_t>(), c0.contiguous().data_ptr<scalar_t>(),
                              w_hh_c.data_ptr<scalar_t>(), cptr<scalar_t>(w_hr),
@@ -260,7 +290,7 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
                              dc.data_ptr<scalar_t>(), ptr<scalar_t>(dh_raw),
                              ptr<scalar_t>(dh_skip)};
     pybind11::gil_scoped_release no_gil;
-    LSTMK_CALL(lstm_backward<scalar_t>, a);
+    over_row_blocks(a, [](const auto& block) { LSTMK_CALL(lstm_backward<scalar_t>, block); });
   });
   at::Tensor d2 = d_pre.view({T * B, G});
   at::Tensor dx, dw_ih, dw_hh, db, dw_hr;
@@ -304,13 +334,13 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& x_, const at::Tensor& h0_,
   at::Tensor gh_n = save ? at::empty({T, B, H}, opts) : at::Tensor();
   at::Tensor gh = at::empty({B, 3 * H}, opts);
   AT_DISPATCH_FLOATING_TYPES(dtype, "gru_forward", [&] {
-    GruForward<scalar_t> a{T, B, H,
+    GruForward<scalar_t> a{T, B, H, B,
                            gates.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
                            cptr<scalar_t>(b_hh), h0.data_ptr<scalar_t>(),
                            m.defined() ? m.data_ptr<bool>() : nullptr, h_all.data_ptr<scalar_t>(),
                            ptr<scalar_t>(gh_n), gh.data_ptr<scalar_t>()};
     pybind11::gil_scoped_release no_gil;
-    LSTMK_CALL(gru_forward<scalar_t>, a);
+    over_row_blocks(a, [](const auto& block) { LSTMK_CALL(gru_forward<scalar_t>, block); });
   });
   return {h_all, gates, gh_n};
 }
@@ -332,7 +362,7 @@ std::vector<at::Tensor> gru_backward(const OptTensor& grad_h_, const OptTensor& 
   at::Tensor d_gx = at::empty({T, B, G}, opts), d_gh = at::empty({T, B, G}, opts);
   at::Tensor dh = at::zeros({B, H}, opts), dh_next = at::empty({B, H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_backward", [&] {
-    GruBackward<scalar_t> a{T, B, H,
+    GruBackward<scalar_t> a{T, B, H, B,
                             gates.data_ptr<scalar_t>(), h_all.data_ptr<scalar_t>(),
                             h0_c.data_ptr<scalar_t>(), gh_n.data_ptr<scalar_t>(),
                             w_hh_c.data_ptr<scalar_t>(),
@@ -341,7 +371,7 @@ std::vector<at::Tensor> gru_backward(const OptTensor& grad_h_, const OptTensor& 
                             d_gh.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
                             dh_next.data_ptr<scalar_t>()};
     pybind11::gil_scoped_release no_gil;
-    LSTMK_CALL(gru_backward<scalar_t>, a);
+    over_row_blocks(a, [](const auto& block) { LSTMK_CALL(gru_backward<scalar_t>, block); });
   });
   at::Tensor dgx2 = d_gx.view({T * B, G}), dgh2 = d_gh.view({T * B, G});
   at::Tensor dx, dw_ih, dw_hh, db_ih, db_hh;
