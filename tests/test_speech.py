@@ -456,11 +456,17 @@ def test_transcribe_and_evaluate_cli(keyword_run, tmp_path, capsys, monkeypatch)
         assert main(["transcribe", str(keyword_run / "run"), str(bad)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err and str(bad) in err
-    # evaluate finds the run's data (rebuilt from its spec) in the cache
+    # evaluate finds the run's data (rebuilt from its spec) in the cache, and computes the
+    # features of the split it scores only (32 test clips of the 112)
+    import lstm.tasks.speech as speech
+
     monkeypatch.setenv("LSTM_SPEECH_CACHE", str(keyword_run / "data"))
+    read, extract = [], speech.extract
+    monkeypatch.setattr(speech, "extract", lambda *a, **k: read.append(1) or extract(*a, **k))
     assert main(["evaluate", str(keyword_run / "run")]) == 0
     out = capsys.readouterr().out
     assert "test voices, 32 clips" in out and "accuracy" in out
+    assert len(read) == 32
 
 
 def test_transcribe_rejects_a_non_speech_checkpoint(tmp_path, capsys):

@@ -95,15 +95,22 @@ def encode_text(task: str, labels: Sequence[str], text: str):
 
 
 def prepare(
-    dataset: SpeechDataset, task: str, features: FeatureConfig | None = None, progress: bool = False
+    dataset: SpeechDataset,
+    task: str,
+    features: FeatureConfig | None = None,
+    progress: bool = False,
+    splits: Sequence[str] | None = None,
 ) -> SpeechData:
-    """Reads every clip, computes its features and encodes its words. Global normalization uses
-    the statistics ``features`` holds (a trained model's), else measures them on the training
-    part."""
+    """Reads every clip (of ``splits`` only, when given), computes its features and encodes its
+    words. Global normalization uses the statistics ``features`` holds (a trained model's), else
+    measures them on the training part."""
     features = copy.deepcopy(features or FeatureConfig())
+    needs_train = features.norm == "global" and features.mean is None
+    if splits is not None and needs_train and "train" not in splits:
+        raise ValueError("global normalization without statistics needs the train split")
     labels = list(dataset.spec["words"]) if task == "keywords" else list(DIGIT_WORDS)
     frames, targets, texts = {}, {}, {}
-    clips = dataset.clips
+    clips = [c for c in dataset.clips if splits is None or c.split in splits]
     if progress:
         from tqdm.auto import tqdm
 
@@ -114,7 +121,7 @@ def prepare(
         raw.setdefault(clip.split, []).append(x)
         targets.setdefault(clip.split, []).append(encode_text(task, labels, clip.text))
         texts.setdefault(clip.split, []).append(clip.text)
-    if features.norm == "global" and features.mean is None:
+    if needs_train:
         train = torch.cat(raw["train"])
         features.mean = train.mean(0).tolist()
         features.std = train.std(0).tolist()
@@ -581,8 +588,9 @@ def evaluate_checkpoint(args) -> int:
         options["noise_db"] = tuple(options["noise_db"])
     dataset = build_dataset(task, None, voice_names=names, **options)
     features = FeatureConfig.from_json(meta["features"])
-    data = prepare(dataset, task, features)  # global normalization: the run's own statistics
     split = args.split
+    # global normalization: the run's own statistics; only the split asked for is read
+    data = prepare(dataset, task, features, splits=(split,))
     r = evaluate_model(model, data.frames[split], data.targets[split], meta["labels"],
                        meta.get("beam", 8))  # fmt: skip
     conditions = ""
