@@ -135,8 +135,8 @@ def test_lstm_gradients_match_handwritten_bptt(T, B, I, H, P, bias, ragged):
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_rows_split_over_threads_match_reference(threads):
     """With n threads the batch runs as n blocks of rows, each block its own time loop (rows
-    never meet in the recurrence): LSTM and GRU values and gradients as the reference, with
-    uneven blocks (5 rows over 2 or 3 threads), ragged rows and (LSTM) a projection."""
+    never meet in the recurrence): LSTM, GRU and RNN values and gradients as the reference,
+    with uneven blocks (5 rows over 2 or 3 threads), ragged rows and (LSTM) a projection."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -156,6 +156,9 @@ def test_rows_split_over_threads_match_reference(threads):
             torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
         inputs = _grad_inputs(args)
         assert torch.autograd.gradcheck(lambda *a: cpu.gru(*a), inputs)
+        args = _rnn_args(6, 5, 4, 8, True, True, seed=9)
+        torch.testing.assert_close(cpu.rnn(*args), reference.rnn_loop(*args), rtol=0, atol=1e-12)
+        assert torch.autograd.gradcheck(lambda *a: cpu.rnn(*a), _grad_inputs(args))
     finally:
         torch.set_num_threads(before)
 

@@ -181,6 +181,57 @@ GruBackward<T> row_block(const GruBackward<T>& a, int64_t b0, int64_t b1) {
   return r;
 }
 
+// Plain RNN (tanh or relu).
+template <typename T>
+struct RnnForward {
+  int64_t steps, batch, hidden;
+  int64_t row_stride;  // as in LstmForward
+  T* pre;              // (T, B, H) in: x W_ih^T + b; out: the pre-activations
+  const T* w_hh_t;     // (H, H)
+  const T* h0;         // (B, H)
+  const bool* mask;    // (T, B) or nullptr
+  bool relu;
+  T* h_all;  // (T, B, H)
+};
+
+template <typename T>
+struct RnnBackward {
+  int64_t steps, batch, hidden;
+  int64_t row_stride;  // as in LstmForward
+  const T* h_all;      // (T, B, H)
+  const T* w_hh;       // (H, H)
+  const bool* mask;    // (T, B) or nullptr
+  bool relu;
+  const T* grad_h;  // (T, B, H) or nullptr
+  T* d_pre;         // (T, B, H) out
+  T* dh;            // (B, H) in: zeros; out: dL/dh0
+  T* dh_skip;       // (B, H) scratch
+};
+
+template <typename T>
+RnnForward<T> row_block(const RnnForward<T>& a, int64_t b0, int64_t b1) {
+  RnnForward<T> r = a;
+  r.batch = b1 - b0;
+  r.pre += b0 * a.hidden;
+  r.h0 += b0 * a.hidden;
+  if (r.mask) r.mask += b0;
+  r.h_all += b0 * a.hidden;
+  return r;
+}
+
+template <typename T>
+RnnBackward<T> row_block(const RnnBackward<T>& a, int64_t b0, int64_t b1) {
+  RnnBackward<T> r = a;
+  r.batch = b1 - b0;
+  r.h_all += b0 * a.hidden;
+  if (r.mask) r.mask += b0;
+  if (r.grad_h) r.grad_h += b0 * a.hidden;
+  r.d_pre += b0 * a.hidden;
+  r.dh += b0 * a.hidden;
+  r.dh_skip += b0 * a.hidden;
+  return r;
+}
+
 }  // namespace lstmk
 #endif  // LSTMK_KERNEL_ARGS
 
@@ -603,21 +654,20 @@ void gru_backward(const GruBackward<T>& a) {
 // ---------------------------------------------------------------------------------------------
 
 template <typename T>
-void rnn_forward(int64_t steps, int64_t B, int64_t H, T* pre /* (T, B, H) x W_ih^T + b */,
-                 const T* w_hh_t /* (H, H) */, const T* h0, const bool* mask, bool relu,
-                 T* h_all /* (T, B, H) */) {
-  for (int64_t t = 0; t < steps; ++t) {
-    const T* h_prev = t == 0 ? h0 : h_all + (t - 1) * B * H;
-    T* z = pre + t * B * H;
-    T* h = h_all + t * B * H;
-    step_gemm<T>(B, H, H, h_prev, w_hh_t, true, z);
+void rnn_forward(const RnnForward<T>& a) {
+  const int64_t B = a.batch, H = a.hidden, S = a.row_stride;
+  for (int64_t t = 0; t < a.steps; ++t) {
+    const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * S * H;
+    T* z = a.pre + t * S * H;
+    T* h = a.h_all + t * S * H;
+    step_gemm<T>(B, H, H, h_prev, a.w_hh_t, true, z);
     const int64_t n = B * H;
-    if (relu) {
+    if (a.relu) {
       for (int64_t k = 0; k < n; ++k) h[k] = z[k] > T(0) ? z[k] : T(0);
     } else {
       for (int64_t k = 0; k < n; ++k) h[k] = Act<T>::tanh(z[k]);
     }
-    const bool* m = mask ? mask + t * B : nullptr;
+    const bool* m = a.mask ? a.mask + t * S : nullptr;
     if (m)
       for (int64_t b = 0; b < B; ++b)
         if (!m[b])
@@ -626,27 +676,27 @@ void rnn_forward(int64_t steps, int64_t B, int64_t H, T* pre /* (T, B, H) x W_ih
 }
 
 template <typename T>
-void rnn_backward(int64_t steps, int64_t B, int64_t H, const T* h_all, const T* w_hh /* (H, H) */,
-                  const bool* mask, bool relu, const T* grad_h /* (T, B, H) or nullptr */,
-                  T* d_pre /* (T, B, H) out */, T* dh /* (B, H) in zeros, out dh0 */,
-                  T* dh_skip /* (B, H) scratch */) {
-  for (int64_t t = steps - 1; t >= 0; --t) {
-    if (grad_h)
-      for (int64_t k = 0; k < B * H; ++k) dh[k] += grad_h[t * B * H + k];
-    const bool* m = mask ? mask + t * B : nullptr;
-    const T* h = h_all + t * B * H;
-    T* dz = d_pre + t * B * H;
+void rnn_backward(const RnnBackward<T>& a) {
+  const int64_t B = a.batch, H = a.hidden, S = a.row_stride;
+  T* dh = a.dh;
+  T* dh_skip = a.dh_skip;
+  for (int64_t t = a.steps - 1; t >= 0; --t) {
+    if (a.grad_h)
+      for (int64_t k = 0; k < B * H; ++k) dh[k] += a.grad_h[t * S * H + k];
+    const bool* m = a.mask ? a.mask + t * S : nullptr;
+    const T* h = a.h_all + t * S * H;
+    T* dz = a.d_pre + t * S * H;
     for (int64_t b = 0; b < B; ++b) {
       const T scale = (!m || m[b]) ? T(1) : T(0);
       for (int64_t j = 0; j < H; ++j) {
         const int64_t k = b * H + j;
-        const T d_act = relu ? (h[k] > T(0) ? T(1) : T(0)) : T(1) - h[k] * h[k];
+        const T d_act = a.relu ? (h[k] > T(0) ? T(1) : T(0)) : T(1) - h[k] * h[k];
         dz[k] = dh[k] * scale * d_act;
         dh_skip[k] = dh[k] * (T(1) - scale);
       }
     }
     for (int64_t k = 0; k < B * H; ++k) dh[k] = dh_skip[k];
-    step_gemm<T>(B, H, H, dz, w_hh, true, dh);  // dh_{t-1} = dz W_hh (+ the skip)
+    step_gemm<T>(B, H, H, dz, a.w_hh, true, dh);  // dh_{t-1} = dz W_hh (+ the skip)
   }
 }
 

@@ -414,9 +414,10 @@ at::Tensor rnn_forward(const at::Tensor& x_, const at::Tensor& h0_, const at::Te
   at::Tensor h_all = at::empty({T, B, H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(dtype, "rnn_forward", [&] {
     pybind11::gil_scoped_release no_gil;
-    LSTMK_CALL(rnn_forward<scalar_t>, T, B, H, pre.data_ptr<scalar_t>(),
-               w_hh_t.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
-               m.defined() ? m.data_ptr<bool>() : nullptr, relu, h_all.data_ptr<scalar_t>());
+    RnnForward<scalar_t> a{T, B, H, B, pre.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
+                           h0.data_ptr<scalar_t>(), m.defined() ? m.data_ptr<bool>() : nullptr,
+                           relu, h_all.data_ptr<scalar_t>()};
+    over_row_blocks(a, [](const auto& block) { LSTMK_CALL(rnn_forward<scalar_t>, block); });
   });
   return h_all;
 }
@@ -438,10 +439,11 @@ std::vector<at::Tensor> rnn_backward(const OptTensor& grad_h_, const at::Tensor&
   at::Tensor dh = at::zeros({B, H}, opts), dh_skip = at::empty({B, H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_backward", [&] {
     pybind11::gil_scoped_release no_gil;
-    LSTMK_CALL(rnn_backward<scalar_t>, T, B, H, h_all.data_ptr<scalar_t>(),
-               w_hh_c.data_ptr<scalar_t>(), m.defined() ? m.data_ptr<bool>() : nullptr, relu,
-               cptr<scalar_t>(grad_h), d_pre.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
-               dh_skip.data_ptr<scalar_t>());
+    RnnBackward<scalar_t> a{T, B, H, B, h_all.data_ptr<scalar_t>(), w_hh_c.data_ptr<scalar_t>(),
+                            m.defined() ? m.data_ptr<bool>() : nullptr, relu,
+                            cptr<scalar_t>(grad_h), d_pre.data_ptr<scalar_t>(),
+                            dh.data_ptr<scalar_t>(), dh_skip.data_ptr<scalar_t>()};
+    over_row_blocks(a, [](const auto& block) { LSTMK_CALL(rnn_backward<scalar_t>, block); });
   });
   at::Tensor d2 = d_pre.view({T * B, H});
   at::Tensor dx, dw_ih, dw_hh, db;
