@@ -132,37 +132,6 @@ def test_lstm_gradients_match_handwritten_bptt(T, B, I, H, P, bias, ragged):
         torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
-def test_rows_split_over_threads_match_reference(threads):
-    """With n threads the batch runs as n blocks of rows, each block its own time loop (rows
-    never meet in the recurrence): LSTM, GRU and RNN values and gradients as the reference,
-    with uneven blocks (5 rows over 2 or 3 threads), ragged rows and (LSTM) a projection."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        args = _lstm_args(6, 5, 4, 8, 3, True, True, seed=7)
-        for ours, ref in zip(cpu.lstm(*args), reference.lstm_loop(*args)):
-            torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
-        grads = []
-        for fn in (cpu.lstm, bptt.lstm_sequence):
-            inputs = _grad_inputs(args)
-            torch.manual_seed(9)
-            sum((o * torch.randn_like(o)).sum() for o in fn(*inputs)).backward()
-            grads.append([a.grad for a in inputs if a is not None and a.is_floating_point()])
-        for ours, ref in zip(*grads):
-            torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10)
-        args = _gru_args(6, 5, 4, 8, True, True, seed=8)
-        for ours, ref in zip(cpu.gru(*args), reference.gru_loop(*args)):
-            torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
-        inputs = _grad_inputs(args)
-        assert torch.autograd.gradcheck(lambda *a: cpu.gru(*a), inputs)
-        args = _rnn_args(6, 5, 4, 8, True, True, seed=9)
-        torch.testing.assert_close(cpu.rnn(*args), reference.rnn_loop(*args), rtol=0, atol=1e-12)
-        assert torch.autograd.gradcheck(lambda *a: cpu.rnn(*a), _grad_inputs(args))
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_float32_stays_within_1e5_of_float64_after_1000_steps():
     args64 = _lstm_args(1000, 3, 8, 16, None, True, False, seed=5)
     args64[3] *= 0.5

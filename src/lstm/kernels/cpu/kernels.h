@@ -38,8 +38,6 @@ namespace lstmk {
 template <typename T>
 struct LstmForward {
   int64_t steps, batch, hidden, proj;  // T, B, H, P (P = H without projection)
-  int64_t row_stride;                  // rows per time step in the (T, ·, ·) arrays: B, or more
-                                       // when this is a block of a larger batch (row_block)
   T* gates;                            // (T, B, 4H) in: x W_ih^T + b; out: i, f, g, o
   const T* w_hh_t;                     // (P, 4H)    W_hh^T, the per-step GEMM's layout
   const T* w_hr_t;                     // (H, P)     W_hr^T, or nullptr: no projection
@@ -55,7 +53,6 @@ struct LstmForward {
 template <typename T>
 struct LstmBackward {
   int64_t steps, batch, hidden, proj;
-  int64_t row_stride;   // as in LstmForward
   const T* gates;       // (T, B, 4H) i, f, g, o
   const T* c_all;       // (T, B, H)
   const T* tanh_c;      // (T, B, H)
@@ -74,52 +71,10 @@ struct LstmBackward {
   T* dh_skip;           // (B, P) scratch (mask only)
 };
 
-// Rows b0 .. b1-1 of a batch as a batch of their own. The rows of a batch never meet in the
-// recurrence (each has its own h and C; they share only the weights), so blocks of rows can run
-// their whole time loops on different threads with no synchronization per step.
-template <typename T>
-LstmForward<T> row_block(const LstmForward<T>& a, int64_t b0, int64_t b1) {
-  const int64_t H = a.hidden, P = a.proj;
-  LstmForward<T> r = a;
-  r.batch = b1 - b0;
-  r.gates += b0 * 4 * H;
-  r.h0 += b0 * P;
-  r.c0 += b0 * H;
-  if (r.mask) r.mask += b0;
-  r.h_all += b0 * P;
-  r.c_all += b0 * H;
-  if (r.tanh_c) r.tanh_c += b0 * H;
-  if (r.h_raw) r.h_raw += b0 * H;
-  return r;
-}
-
-template <typename T>
-LstmBackward<T> row_block(const LstmBackward<T>& a, int64_t b0, int64_t b1) {
-  const int64_t H = a.hidden, P = a.proj;
-  LstmBackward<T> r = a;
-  r.batch = b1 - b0;
-  r.gates += b0 * 4 * H;
-  r.c_all += b0 * H;
-  r.tanh_c += b0 * H;
-  r.c0 += b0 * H;
-  if (r.mask) r.mask += b0;
-  if (r.grad_h) r.grad_h += b0 * P;
-  if (r.grad_c) r.grad_c += b0 * H;
-  if (r.grad_gates) r.grad_gates += b0 * 4 * H;
-  r.d_pre += b0 * 4 * H;
-  if (r.dh_step) r.dh_step += b0 * P;
-  r.dh += b0 * P;
-  r.dc += b0 * H;
-  if (r.dh_raw) r.dh_raw += b0 * H;
-  if (r.dh_skip) r.dh_skip += b0 * P;
-  return r;
-}
-
 // GRU (torch's convention: the reset gate multiplies W_hn h + b_hn).
 template <typename T>
 struct GruForward {
   int64_t steps, batch, hidden;
-  int64_t row_stride;  // as in LstmForward
   T* gates;          // (T, B, 3H) in: x W_ih^T + b_ih; out: r, z, n
   const T* w_hh_t;   // (H, 3H)
   const T* b_hh;     // (3H) or nullptr
@@ -133,7 +88,6 @@ struct GruForward {
 template <typename T>
 struct GruBackward {
   int64_t steps, batch, hidden;
-  int64_t row_stride;   // as in LstmForward
   const T* gates;       // (T, B, 3H) r, z, n
   const T* h_all;       // (T, B, H)
   const T* h0;          // (B, H)
@@ -147,90 +101,6 @@ struct GruBackward {
   T* dh;                // (B, H) in: zeros; out: dL/dh0
   T* dh_next;           // (B, H) scratch
 };
-
-template <typename T>
-GruForward<T> row_block(const GruForward<T>& a, int64_t b0, int64_t b1) {
-  const int64_t H = a.hidden;
-  GruForward<T> r = a;
-  r.batch = b1 - b0;
-  r.gates += b0 * 3 * H;
-  r.h0 += b0 * H;
-  if (r.mask) r.mask += b0;
-  r.h_all += b0 * H;
-  if (r.gh_n) r.gh_n += b0 * H;
-  r.gh += b0 * 3 * H;
-  return r;
-}
-
-template <typename T>
-GruBackward<T> row_block(const GruBackward<T>& a, int64_t b0, int64_t b1) {
-  const int64_t H = a.hidden;
-  GruBackward<T> r = a;
-  r.batch = b1 - b0;
-  r.gates += b0 * 3 * H;
-  r.h_all += b0 * H;
-  r.h0 += b0 * H;
-  r.gh_n += b0 * H;
-  if (r.mask) r.mask += b0;
-  if (r.grad_h) r.grad_h += b0 * H;
-  if (r.grad_gates) r.grad_gates += b0 * 3 * H;
-  r.d_gx += b0 * 3 * H;
-  r.d_gh += b0 * 3 * H;
-  r.dh += b0 * H;
-  r.dh_next += b0 * H;
-  return r;
-}
-
-// Plain RNN (tanh or relu).
-template <typename T>
-struct RnnForward {
-  int64_t steps, batch, hidden;
-  int64_t row_stride;  // as in LstmForward
-  T* pre;              // (T, B, H) in: x W_ih^T + b; out: the pre-activations
-  const T* w_hh_t;     // (H, H)
-  const T* h0;         // (B, H)
-  const bool* mask;    // (T, B) or nullptr
-  bool relu;
-  T* h_all;  // (T, B, H)
-};
-
-template <typename T>
-struct RnnBackward {
-  int64_t steps, batch, hidden;
-  int64_t row_stride;  // as in LstmForward
-  const T* h_all;      // (T, B, H)
-  const T* w_hh;       // (H, H)
-  const bool* mask;    // (T, B) or nullptr
-  bool relu;
-  const T* grad_h;  // (T, B, H) or nullptr
-  T* d_pre;         // (T, B, H) out
-  T* dh;            // (B, H) in: zeros; out: dL/dh0
-  T* dh_skip;       // (B, H) scratch
-};
-
-template <typename T>
-RnnForward<T> row_block(const RnnForward<T>& a, int64_t b0, int64_t b1) {
-  RnnForward<T> r = a;
-  r.batch = b1 - b0;
-  r.pre += b0 * a.hidden;
-  r.h0 += b0 * a.hidden;
-  if (r.mask) r.mask += b0;
-  r.h_all += b0 * a.hidden;
-  return r;
-}
-
-template <typename T>
-RnnBackward<T> row_block(const RnnBackward<T>& a, int64_t b0, int64_t b1) {
-  RnnBackward<T> r = a;
-  r.batch = b1 - b0;
-  r.h_all += b0 * a.hidden;
-  if (r.mask) r.mask += b0;
-  if (r.grad_h) r.grad_h += b0 * a.hidden;
-  r.d_pre += b0 * a.hidden;
-  r.dh += b0 * a.hidden;
-  r.dh_skip += b0 * a.hidden;
-  return r;
-}
 
 }  // namespace lstmk
 #endif  // LSTMK_KERNEL_ARGS
@@ -400,15 +270,15 @@ inline void lstm_pointwise_forward(int64_t H, T* __restrict z, const T* __restri
 
 template <typename T>
 void lstm_forward(const LstmForward<T>& a) {
-  const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H, S = a.row_stride;
+  const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
   for (int64_t t = 0; t < a.steps; ++t) {
-    const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * S * P;  // (B, P)
-    const T* c_prev = t == 0 ? a.c0 : a.c_all + (t - 1) * S * H;  // (B, H)
-    T* z = a.gates + t * S * G;                                    // (B, 4H)
-    T* h = a.h_all + t * S * P;
-    T* c = a.c_all + t * S * H;
-    T* tc = a.tanh_c ? a.tanh_c + t * S * H : nullptr;
-    const bool* m = a.mask ? a.mask + t * S : nullptr;
+    const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * P;  // (B, P)
+    const T* c_prev = t == 0 ? a.c0 : a.c_all + (t - 1) * B * H;  // (B, H)
+    T* z = a.gates + t * B * G;                                    // (B, 4H)
+    T* h = a.h_all + t * B * P;
+    T* c = a.c_all + t * B * H;
+    T* tc = a.tanh_c ? a.tanh_c + t * B * H : nullptr;
+    const bool* m = a.mask ? a.mask + t * B : nullptr;
     step_gemm<T>(B, G, P, h_prev, a.w_hh_t, true, z);  // z += h_{t-1} W_hh^T
     T* h_unprojected = a.w_hr_t ? a.h_raw : h;
     for (int64_t b = 0; b < B; ++b) {
@@ -465,20 +335,20 @@ inline void lstm_pointwise_backward(int64_t H, const T* __restrict gates,
 
 template <typename T>
 void lstm_backward(const LstmBackward<T>& a) {
-  const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H, S = a.row_stride;
+  const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
   T* dh = a.dh;  // (B, P) gradient arriving at h_t
   T* dc = a.dc;  // (B, H) gradient arriving at C_t
   for (int64_t t = a.steps - 1; t >= 0; --t) {
     if (a.grad_h) {
-      const T* g = a.grad_h + t * S * P;
+      const T* g = a.grad_h + t * B * P;
       for (int64_t k = 0; k < B * P; ++k) dh[k] += g[k];
     }
     if (a.grad_c) {
-      const T* g = a.grad_c + t * S * H;
+      const T* g = a.grad_c + t * B * H;
       for (int64_t k = 0; k < B * H; ++k) dc[k] += g[k];
     }
     // Padding rows copied the state forward unchanged: their gradient skips the step.
-    const bool* m = a.mask ? a.mask + t * S : nullptr;
+    const bool* m = a.mask ? a.mask + t * B : nullptr;
     if (m) {
       for (int64_t b = 0; b < B; ++b) {
         if (m[b]) continue;
@@ -489,17 +359,17 @@ void lstm_backward(const LstmBackward<T>& a) {
       }
     }
     if (a.dh_step)
-      for (int64_t k = 0; k < B * P; ++k) a.dh_step[t * S * P + k] = dh[k];
+      for (int64_t k = 0; k < B * P; ++k) a.dh_step[t * B * P + k] = dh[k];
     const T* dh_unprojected = dh;
     if (a.w_hr) {
       step_gemm<T>(B, H, P, dh, a.w_hr, false, a.dh_raw);  // dh_raw = dh W_hr
       dh_unprojected = a.dh_raw;
     }
-    const T* gates = a.gates + t * S * G;
-    const T* c_prev = t == 0 ? a.c0 : a.c_all + (t - 1) * S * H;
-    const T* tc = a.tanh_c + t * S * H;
-    const T* gg = a.grad_gates ? a.grad_gates + t * S * G : nullptr;
-    T* dz = a.d_pre + t * S * G;
+    const T* gates = a.gates + t * B * G;
+    const T* c_prev = t == 0 ? a.c0 : a.c_all + (t - 1) * B * H;
+    const T* tc = a.tanh_c + t * B * H;
+    const T* gg = a.grad_gates ? a.grad_gates + t * B * G : nullptr;
+    T* dz = a.d_pre + t * B * G;
     for (int64_t b = 0; b < B; ++b) {
       const bool real = !m || m[b];
       // A padding row skips the step: dC_{t-1} = dC_t (left as it is) and the step itself sees
@@ -559,20 +429,20 @@ inline void gru_pointwise_forward(int64_t H, T* __restrict gx, const T* __restri
 
 template <typename T>
 void gru_forward(const GruForward<T>& a) {
-  const int64_t B = a.batch, H = a.hidden, G = 3 * H, S = a.row_stride;
+  const int64_t B = a.batch, H = a.hidden, G = 3 * H;
   for (int64_t t = 0; t < a.steps; ++t) {
-    const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * S * H;
-    T* gx = a.gates + t * S * G;
-    T* h = a.h_all + t * S * H;
+    const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * H;
+    T* gx = a.gates + t * B * G;
+    T* h = a.h_all + t * B * H;
     if (a.b_hh)
       for (int64_t b = 0; b < B; ++b)
         for (int64_t j = 0; j < G; ++j) a.gh[b * G + j] = a.b_hh[j];
     step_gemm<T>(B, G, H, h_prev, a.w_hh_t, a.b_hh != nullptr, a.gh);  // gh = h W_hh^T + b_hh
-    const bool* m = a.mask ? a.mask + t * S : nullptr;
+    const bool* m = a.mask ? a.mask + t * B : nullptr;
     for (int64_t b = 0; b < B; ++b) {
       if (a.gh_n)
         gru_pointwise_forward<T, true>(H, gx + b * G, a.gh + b * G, h_prev + b * H, h + b * H,
-                                       a.gh_n + (t * S + b) * H);
+                                       a.gh_n + (t * B + b) * H);
       else
         gru_pointwise_forward<T, false>(H, gx + b * G, a.gh + b * G, h_prev + b * H, h + b * H,
                                         nullptr);
@@ -618,20 +488,20 @@ inline void gru_pointwise_backward(int64_t H, bool real, const T* __restrict gat
 
 template <typename T>
 void gru_backward(const GruBackward<T>& a) {
-  const int64_t B = a.batch, H = a.hidden, G = 3 * H, S = a.row_stride;
+  const int64_t B = a.batch, H = a.hidden, G = 3 * H;
   T* dh = a.dh;
   for (int64_t t = a.steps - 1; t >= 0; --t) {
     if (a.grad_h) {
-      const T* g = a.grad_h + t * S * H;
+      const T* g = a.grad_h + t * B * H;
       for (int64_t k = 0; k < B * H; ++k) dh[k] += g[k];
     }
-    const bool* m = a.mask ? a.mask + t * S : nullptr;
-    const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * S * H;
-    const T* gates = a.gates + t * S * G;
-    const T* ghn = a.gh_n + t * S * H;
-    const T* gg = a.grad_gates ? a.grad_gates + t * S * G : nullptr;
-    T* dgx = a.d_gx + t * S * G;
-    T* dgh = a.d_gh + t * S * G;
+    const bool* m = a.mask ? a.mask + t * B : nullptr;
+    const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * H;
+    const T* gates = a.gates + t * B * G;
+    const T* ghn = a.gh_n + t * B * H;
+    const T* gg = a.grad_gates ? a.grad_gates + t * B * G : nullptr;
+    T* dgx = a.d_gx + t * B * G;
+    T* dgh = a.d_gh + t * B * G;
     for (int64_t b = 0; b < B; ++b) {
       const bool real = !m || m[b];
       if (gg)
@@ -654,20 +524,21 @@ void gru_backward(const GruBackward<T>& a) {
 // ---------------------------------------------------------------------------------------------
 
 template <typename T>
-void rnn_forward(const RnnForward<T>& a) {
-  const int64_t B = a.batch, H = a.hidden, S = a.row_stride;
-  for (int64_t t = 0; t < a.steps; ++t) {
-    const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * S * H;
-    T* z = a.pre + t * S * H;
-    T* h = a.h_all + t * S * H;
-    step_gemm<T>(B, H, H, h_prev, a.w_hh_t, true, z);
+void rnn_forward(int64_t steps, int64_t B, int64_t H, T* pre /* (T, B, H) x W_ih^T + b */,
+                 const T* w_hh_t /* (H, H) */, const T* h0, const bool* mask, bool relu,
+                 T* h_all /* (T, B, H) */) {
+  for (int64_t t = 0; t < steps; ++t) {
+    const T* h_prev = t == 0 ? h0 : h_all + (t - 1) * B * H;
+    T* z = pre + t * B * H;
+    T* h = h_all + t * B * H;
+    step_gemm<T>(B, H, H, h_prev, w_hh_t, true, z);
     const int64_t n = B * H;
-    if (a.relu) {
+    if (relu) {
       for (int64_t k = 0; k < n; ++k) h[k] = z[k] > T(0) ? z[k] : T(0);
     } else {
       for (int64_t k = 0; k < n; ++k) h[k] = Act<T>::tanh(z[k]);
     }
-    const bool* m = a.mask ? a.mask + t * S : nullptr;
+    const bool* m = mask ? mask + t * B : nullptr;
     if (m)
       for (int64_t b = 0; b < B; ++b)
         if (!m[b])
@@ -676,27 +547,27 @@ void rnn_forward(const RnnForward<T>& a) {
 }
 
 template <typename T>
-void rnn_backward(const RnnBackward<T>& a) {
-  const int64_t B = a.batch, H = a.hidden, S = a.row_stride;
-  T* dh = a.dh;
-  T* dh_skip = a.dh_skip;
-  for (int64_t t = a.steps - 1; t >= 0; --t) {
-    if (a.grad_h)
-      for (int64_t k = 0; k < B * H; ++k) dh[k] += a.grad_h[t * S * H + k];
-    const bool* m = a.mask ? a.mask + t * S : nullptr;
-    const T* h = a.h_all + t * S * H;
-    T* dz = a.d_pre + t * S * H;
+void rnn_backward(int64_t steps, int64_t B, int64_t H, const T* h_all, const T* w_hh /* (H, H) */,
+                  const bool* mask, bool relu, const T* grad_h /* (T, B, H) or nullptr */,
+                  T* d_pre /* (T, B, H) out */, T* dh /* (B, H) in zeros, out dh0 */,
+                  T* dh_skip /* (B, H) scratch */) {
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    if (grad_h)
+      for (int64_t k = 0; k < B * H; ++k) dh[k] += grad_h[t * B * H + k];
+    const bool* m = mask ? mask + t * B : nullptr;
+    const T* h = h_all + t * B * H;
+    T* dz = d_pre + t * B * H;
     for (int64_t b = 0; b < B; ++b) {
       const T scale = (!m || m[b]) ? T(1) : T(0);
       for (int64_t j = 0; j < H; ++j) {
         const int64_t k = b * H + j;
-        const T d_act = a.relu ? (h[k] > T(0) ? T(1) : T(0)) : T(1) - h[k] * h[k];
+        const T d_act = relu ? (h[k] > T(0) ? T(1) : T(0)) : T(1) - h[k] * h[k];
         dz[k] = dh[k] * scale * d_act;
         dh_skip[k] = dh[k] * (T(1) - scale);
       }
     }
     for (int64_t k = 0; k < B * H; ++k) dh[k] = dh_skip[k];
-    step_gemm<T>(B, H, H, dz, a.w_hh, true, dh);  // dh_{t-1} = dz W_hh (+ the skip)
+    step_gemm<T>(B, H, H, dz, w_hh, true, dh);  // dh_{t-1} = dz W_hh (+ the skip)
   }
 }
 

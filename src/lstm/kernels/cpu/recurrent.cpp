@@ -9,10 +9,8 @@
 // doubles the build time).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/csrc/utils/pybind.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -129,34 +127,6 @@ bool blas_linked() { return have_blas<float>() && have_blas<double>(); }
 #endif
 
 // ---------------------------------------------------------------------------------------------
-// Threads: the batch's rows split into one block per thread (see row_block in kernels.h), each
-// block running the whole time loop; nothing is shared but the read-only weights. One block,
-// on the calling thread, when there is one thread or one row. LSTM_CPU_ROW_BLOCKS=0 turns the
-// split off (to measure what it buys).
-// ---------------------------------------------------------------------------------------------
-
-static bool row_blocks_enabled() {
-  static const bool value = [] {
-    const char* v = std::getenv("LSTM_CPU_ROW_BLOCKS");
-    return !(v && std::string(v) == "0");
-  }();
-  return value;
-}
-
-template <typename Args, typename Run>
-static void over_row_blocks(const Args& a, Run run) {
-  const int64_t B = a.batch;
-  const int64_t blocks = row_blocks_enabled() ? std::min<int64_t>(at::get_num_threads(), B) : 1;
-  if (blocks <= 1 || at::in_parallel_region()) {
-    run(a);
-    return;
-  }
-  at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
-    for (int64_t k = k0; k < k1; ++k) run(row_block(a, B * k / blocks, B * (k + 1) / blocks));
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
 // Argument checks (the layers check the user's arguments; these guard direct calls).
 // ---------------------------------------------------------------------------------------------
 
@@ -242,14 +212,14 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
   at::Tensor tanh_c = save ? at::empty({T, B, H}, opts) : at::Tensor();
   at::Tensor h_raw = w_hr_t.defined() ? at::empty({B, H}, opts) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_forward", [&] {
-    LstmForward<scalar_t> a{T, B, H, P, B,
+    LstmForward<scalar_t> a{T, B, H, P,
                             gates.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
                             ptr<scalar_t>(w_hr_t), h0.data_ptr<scalar_t>(),
                             c0.data_ptr<scalar_t>(), m.defined() ? m.data_ptr<bool>() : nullptr,
                             h_all.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
                             ptr<scalar_t>(tanh_c), ptr<scalar_t>(h_raw)};
     pybind11::gil_scoped_release no_gil;
-    over_row_blocks(a, [](const auto& block) { LSTMK_CALL(lstm_forward<scalar_t>, block); });
+    LSTMK_CALL(lstm_forward<scalar_t>, a);
   });
   return {h_all, c_all, gates, tanh_c};
 }
@@ -279,7 +249,7 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
   at::Tensor dh_raw = has(w_hr) ? at::empty({B, H}, opts) : at::Tensor();
   at::Tensor dh_skip = m.defined() ? at::empty({B, P}, opts) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_backward", [&] {
-    LstmBackward<scalar_t> a{T, B, H, P, B,
+    LstmBackward<scalar_t> a{T, B, H, P,
                              gates.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
                              tanh_c.data_ptr<scalar_t>(), c0.contiguous().data_ptr<scalar_t>(),
                              w_hh_c.data_ptr<scalar_t>(), cptr<scalar_t>(w_hr),
@@ -290,7 +260,7 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
                              dc.data_ptr<scalar_t>(), ptr<scalar_t>(dh_raw),
                              ptr<scalar_t>(dh_skip)};
     pybind11::gil_scoped_release no_gil;
-    over_row_blocks(a, [](const auto& block) { LSTMK_CALL(lstm_backward<scalar_t>, block); });
+    LSTMK_CALL(lstm_backward<scalar_t>, a);
   });
   at::Tensor d2 = d_pre.view({T * B, G});
   at::Tensor dx, dw_ih, dw_hh, db, dw_hr;
@@ -334,13 +304,13 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& x_, const at::Tensor& h0_,
   at::Tensor gh_n = save ? at::empty({T, B, H}, opts) : at::Tensor();
   at::Tensor gh = at::empty({B, 3 * H}, opts);
   AT_DISPATCH_FLOATING_TYPES(dtype, "gru_forward", [&] {
-    GruForward<scalar_t> a{T, B, H, B,
+    GruForward<scalar_t> a{T, B, H,
                            gates.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
                            cptr<scalar_t>(b_hh), h0.data_ptr<scalar_t>(),
                            m.defined() ? m.data_ptr<bool>() : nullptr, h_all.data_ptr<scalar_t>(),
                            ptr<scalar_t>(gh_n), gh.data_ptr<scalar_t>()};
     pybind11::gil_scoped_release no_gil;
-    over_row_blocks(a, [](const auto& block) { LSTMK_CALL(gru_forward<scalar_t>, block); });
+    LSTMK_CALL(gru_forward<scalar_t>, a);
   });
   return {h_all, gates, gh_n};
 }
@@ -362,7 +332,7 @@ std::vector<at::Tensor> gru_backward(const OptTensor& grad_h_, const OptTensor& 
   at::Tensor d_gx = at::empty({T, B, G}, opts), d_gh = at::empty({T, B, G}, opts);
   at::Tensor dh = at::zeros({B, H}, opts), dh_next = at::empty({B, H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_backward", [&] {
-    GruBackward<scalar_t> a{T, B, H, B,
+    GruBackward<scalar_t> a{T, B, H,
                             gates.data_ptr<scalar_t>(), h_all.data_ptr<scalar_t>(),
                             h0_c.data_ptr<scalar_t>(), gh_n.data_ptr<scalar_t>(),
                             w_hh_c.data_ptr<scalar_t>(),
@@ -371,7 +341,7 @@ std::vector<at::Tensor> gru_backward(const OptTensor& grad_h_, const OptTensor& 
                             d_gh.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
                             dh_next.data_ptr<scalar_t>()};
     pybind11::gil_scoped_release no_gil;
-    over_row_blocks(a, [](const auto& block) { LSTMK_CALL(gru_backward<scalar_t>, block); });
+    LSTMK_CALL(gru_backward<scalar_t>, a);
   });
   at::Tensor dgx2 = d_gx.view({T * B, G}), dgh2 = d_gh.view({T * B, G});
   at::Tensor dx, dw_ih, dw_hh, db_ih, db_hh;
@@ -414,10 +384,9 @@ at::Tensor rnn_forward(const at::Tensor& x_, const at::Tensor& h0_, const at::Te
   at::Tensor h_all = at::empty({T, B, H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(dtype, "rnn_forward", [&] {
     pybind11::gil_scoped_release no_gil;
-    RnnForward<scalar_t> a{T, B, H, B, pre.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
-                           h0.data_ptr<scalar_t>(), m.defined() ? m.data_ptr<bool>() : nullptr,
-                           relu, h_all.data_ptr<scalar_t>()};
-    over_row_blocks(a, [](const auto& block) { LSTMK_CALL(rnn_forward<scalar_t>, block); });
+    LSTMK_CALL(rnn_forward<scalar_t>, T, B, H, pre.data_ptr<scalar_t>(),
+               w_hh_t.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
+               m.defined() ? m.data_ptr<bool>() : nullptr, relu, h_all.data_ptr<scalar_t>());
   });
   return h_all;
 }
@@ -439,11 +408,10 @@ std::vector<at::Tensor> rnn_backward(const OptTensor& grad_h_, const at::Tensor&
   at::Tensor dh = at::zeros({B, H}, opts), dh_skip = at::empty({B, H}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_backward", [&] {
     pybind11::gil_scoped_release no_gil;
-    RnnBackward<scalar_t> a{T, B, H, B, h_all.data_ptr<scalar_t>(), w_hh_c.data_ptr<scalar_t>(),
-                            m.defined() ? m.data_ptr<bool>() : nullptr, relu,
-                            cptr<scalar_t>(grad_h), d_pre.data_ptr<scalar_t>(),
-                            dh.data_ptr<scalar_t>(), dh_skip.data_ptr<scalar_t>()};
-    over_row_blocks(a, [](const auto& block) { LSTMK_CALL(rnn_backward<scalar_t>, block); });
+    LSTMK_CALL(rnn_backward<scalar_t>, T, B, H, h_all.data_ptr<scalar_t>(),
+               w_hh_c.data_ptr<scalar_t>(), m.defined() ? m.data_ptr<bool>() : nullptr, relu,
+               cptr<scalar_t>(grad_h), d_pre.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
+               dh_skip.data_ptr<scalar_t>());
   });
   at::Tensor d2 = d_pre.view({T * B, H});
   at::Tensor dx, dw_ih, dw_hh, db;
