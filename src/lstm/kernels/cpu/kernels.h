@@ -243,17 +243,15 @@ inline void step_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* W, b
 
 // The gate arithmetic of one row, in place: z (4H) -> gates; writes c, h (unprojected) and,
 // when asked, tanh(c). Every variant's pointwise change goes here.
-// ``n`` units whose four gate blocks lie ``stride`` apart in z (stride = H for a whole row; a
-// slice of the units when they are split over threads).
 template <typename T, bool kSaveTanh>
-inline void lstm_pointwise_forward(int64_t n, int64_t stride, T* __restrict z,
-                                   const T* __restrict c_prev, T* __restrict c_out,
-                                   T* __restrict h_out, T* __restrict tanh_out) {
+inline void lstm_pointwise_forward(int64_t H, T* __restrict z, const T* __restrict c_prev,
+                                   T* __restrict c_out, T* __restrict h_out,
+                                   T* __restrict tanh_out) {
   T* __restrict zi = z;
-  T* __restrict zf = z + stride;
-  T* __restrict zg = z + 2 * stride;
-  T* __restrict zo = z + 3 * stride;
-  for (int64_t j = 0; j < n; ++j) {
+  T* __restrict zf = z + H;
+  T* __restrict zg = z + 2 * H;
+  T* __restrict zo = z + 3 * H;
+  for (int64_t j = 0; j < H; ++j) {
     const T i = Act<T>::sigmoid(zi[j]);
     const T f = Act<T>::sigmoid(zf[j]);
     const T g = Act<T>::tanh(zg[j]);
@@ -285,10 +283,10 @@ void lstm_forward(const LstmForward<T>& a) {
     T* h_unprojected = a.w_hr_t ? a.h_raw : h;
     for (int64_t b = 0; b < B; ++b) {
       if (tc)
-        lstm_pointwise_forward<T, true>(H, H, z + b * G, c_prev + b * H, c + b * H,
+        lstm_pointwise_forward<T, true>(H, z + b * G, c_prev + b * H, c + b * H,
                                         h_unprojected + b * H, tc + b * H);
       else
-        lstm_pointwise_forward<T, false>(H, H, z + b * G, c_prev + b * H, c + b * H,
+        lstm_pointwise_forward<T, false>(H, z + b * G, c_prev + b * H, c + b * H,
                                          h_unprojected + b * H, nullptr);
     }
     if (a.w_hr_t) step_gemm<T>(B, P, H, a.h_raw, a.w_hr_t, false, h);  // h = h_raw W_hr^T
@@ -306,16 +304,15 @@ void lstm_forward(const LstmForward<T>& a) {
 // One row of the step's backward: dh (H, unprojected) and dc (H, in/out: dC_t -> dC_{t-1}),
 // writes dz (4H). See lstm/bptt.py for the equations.
 template <typename T, bool kGradGates>
-inline void lstm_pointwise_backward(int64_t n, int64_t H, const T* __restrict gates,
+inline void lstm_pointwise_backward(int64_t H, const T* __restrict gates,
                                     const T* __restrict c_prev, const T* __restrict tanh_c,
                                     const T* __restrict dh, T* __restrict dc,
                                     const T* __restrict grad_gates, T* __restrict dz) {
-  // n units; the gate blocks of gates, grad_gates and dz lie H apart (as in the forward)
   const T* gi = gates;
   const T* gf = gates + H;
   const T* gg = gates + 2 * H;
   const T* go = gates + 3 * H;
-  for (int64_t j = 0; j < n; ++j) {
+  for (int64_t j = 0; j < H; ++j) {
     const T i = gi[j], f = gf[j], g = gg[j], o = go[j], tc = tanh_c[j];
     T d_o = dh[j] * tc;
     const T dcj = dc[j] + dh[j] * o * (T(1) - tc * tc);
@@ -378,11 +375,11 @@ void lstm_backward(const LstmBackward<T>& a) {
       // A padding row skips the step: dC_{t-1} = dC_t (left as it is) and the step itself sees
       // no dh, dC; the gates' own gradients (if any) still flow to z and on to h_{t-1}.
       if (real && gg) {
-        lstm_pointwise_backward<T, true>(H, H, gates + b * G, c_prev + b * H, tc + b * H,
+        lstm_pointwise_backward<T, true>(H, gates + b * G, c_prev + b * H, tc + b * H,
                                          dh_unprojected + b * H, dc + b * H, gg + b * G,
                                          dz + b * G);
       } else if (real) {
-        lstm_pointwise_backward<T, false>(H, H, gates + b * G, c_prev + b * H, tc + b * H,
+        lstm_pointwise_backward<T, false>(H, gates + b * G, c_prev + b * H, tc + b * H,
                                           dh_unprojected + b * H, dc + b * H, nullptr,
                                           dz + b * G);
       } else {
@@ -407,95 +404,6 @@ void lstm_backward(const LstmBackward<T>& a) {
         for (int64_t j = 0; j < P; ++j) dh[b * P + j] += a.dh_skip[b * P + j];
       }
     }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The same LSTM loops with the hidden units split over threads, for a batch of a few rows. The
-// per-step product is then a matrix-vector product that streams all of W_hh from memory every
-// step, and splitting W_hh's columns is what puts a second core's cache and bandwidth to work.
-// The thread that owns units j0..j1 computes their four gate columns of the product, their gate
-// arithmetic and their part of h_t and C_t (backward: their part of dz_t, dC and dh_{t-1});
-// `sync()`, a barrier of all the threads, runs once per step, after which h_t (dz_t) is whole
-// for the next product. Without projection only (its product needs the whole h_t).
-// ---------------------------------------------------------------------------------------------
-
-template <typename T, typename Sync>
-void lstm_forward_units(const LstmForward<T>& a, int64_t j0, int64_t j1, Sync& sync) {
-  const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H, n = j1 - j0;
-  for (int64_t t = 0; t < a.steps; ++t) {
-    const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * P;
-    const T* c_prev = t == 0 ? a.c0 : a.c_all + (t - 1) * B * H;
-    T* z = a.gates + t * B * G;
-    T* h = a.h_all + t * B * P;
-    T* c = a.c_all + t * B * H;
-    T* tc = a.tanh_c ? a.tanh_c + t * B * H : nullptr;
-    const bool* m = a.mask ? a.mask + t * B : nullptr;
-    for (int64_t q = 0; q < 4; ++q)  // z[:, qH+j0 .. qH+j1] += h_{t-1} W_hh^T[:, those columns]
-      small_gemm<T>(B, n, P, h_prev, P, a.w_hh_t + q * H + j0, G, true, z + q * H + j0, G);
-    for (int64_t b = 0; b < B; ++b) {
-      T* zb = z + b * G + j0;
-      if (tc)
-        lstm_pointwise_forward<T, true>(n, H, zb, c_prev + b * H + j0, c + b * H + j0,
-                                        h + b * P + j0, tc + b * H + j0);
-      else
-        lstm_pointwise_forward<T, false>(n, H, zb, c_prev + b * H + j0, c + b * H + j0,
-                                         h + b * P + j0, nullptr);
-      if (m && !m[b]) {  // padding: the state carries unchanged
-        for (int64_t j = j0; j < j1; ++j) h[b * P + j] = h_prev[b * P + j];
-        for (int64_t j = j0; j < j1; ++j) c[b * H + j] = c_prev[b * H + j];
-      }
-    }
-    sync();  // h_t whole
-  }
-}
-
-template <typename T, typename Sync>
-void lstm_backward_units(const LstmBackward<T>& a, int64_t j0, int64_t j1, Sync& sync) {
-  const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H, n = j1 - j0;
-  T* dh = a.dh;  // (B, P): this thread reads and writes columns j0..j1 only
-  T* dc = a.dc;
-  for (int64_t t = a.steps - 1; t >= 0; --t) {
-    const bool* m = a.mask ? a.mask + t * B : nullptr;
-    for (int64_t b = 0; b < B; ++b) {
-      for (int64_t j = j0; j < j1; ++j) {
-        if (a.grad_h) dh[b * P + j] += a.grad_h[(t * B + b) * P + j];
-        if (a.grad_c) dc[b * H + j] += a.grad_c[(t * B + b) * H + j];
-      }
-      if (m && !m[b])
-        for (int64_t j = j0; j < j1; ++j) {
-          a.dh_skip[b * P + j] = dh[b * P + j];
-          dh[b * P + j] = T(0);
-        }
-    }
-    const T* gates = a.gates + t * B * G;
-    const T* c_prev = t == 0 ? a.c0 : a.c_all + (t - 1) * B * H;
-    const T* tc = a.tanh_c + t * B * H;
-    const T* gg = a.grad_gates ? a.grad_gates + t * B * G : nullptr;
-    T* dz = a.d_pre + t * B * G;
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t o = b * G + j0, u = b * H + j0;
-      if (!m || m[b]) {
-        if (gg)
-          lstm_pointwise_backward<T, true>(n, H, gates + o, c_prev + u, tc + u, dh + b * P + j0,
-                                           dc + u, gg + o, dz + o);
-        else
-          lstm_pointwise_backward<T, false>(n, H, gates + o, c_prev + u, tc + u,
-                                            dh + b * P + j0, dc + u, nullptr, dz + o);
-      } else {  // padding: as in lstm_backward
-        for (int64_t q = 0; q < 4; ++q)
-          for (int64_t j = 0; j < n; ++j) {
-            const T gate = gates[o + q * H + j], g = gg ? gg[o + q * H + j] : T(0);
-            dz[o + q * H + j] = q == 2 ? g * (T(1) - gate * gate) : g * gate * (T(1) - gate);
-          }
-      }
-    }
-    sync();  // dz_t whole
-    small_gemm<T>(B, n, G, dz, G, a.w_hh + j0, P, false, dh + j0, P);  // dh_{t-1} = dz W_hh
-    if (m)
-      for (int64_t b = 0; b < B; ++b)
-        if (!m[b])
-          for (int64_t j = j0; j < j1; ++j) dh[b * P + j] += a.dh_skip[b * P + j];
   }
 }
 

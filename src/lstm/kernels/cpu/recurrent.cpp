@@ -9,17 +9,13 @@
 // doubles the build time).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/csrc/utils/pybind.h>
 
-#include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <thread>
 #include <vector>
 
 // ---------------------------------------------------------------------------------------------
@@ -131,67 +127,6 @@ bool blas_linked() { return have_blas<float>() && have_blas<double>(); }
 #endif
 
 // ---------------------------------------------------------------------------------------------
-// Threads for a batch of a few rows: the hidden units split into blocks (lstm_forward_units in
-// kernels.h), one barrier per step. The blocks run on torch's own thread team (at::parallel_for):
-// a thread of our own would share a core with the team's worker, which spins there after every
-// parallel region of torch's (measured: slower than one thread). at::parallel_for may deal a
-// thread more than one block; it then runs them as one range, and the barrier counts blocks, not
-// threads, so it opens however the blocks were dealt. LSTM_CPU_UNIT_SPLIT=0 turns it off.
-// ---------------------------------------------------------------------------------------------
-
-// All the blocks of one call wait here until every block has arrived. It spins (the wait is a
-// fraction of a step, microseconds) and gives the core away after a while, in case it is shared.
-class BlockBarrier {
- public:
-  explicit BlockBarrier(int64_t blocks) : blocks_(blocks) {}
-  // A thread that runs `weight` blocks arrives once for all of them.
-  void wait(int64_t weight) {
-    const unsigned gen = generation_.load(std::memory_order_acquire);
-    if (arrived_.fetch_add(weight, std::memory_order_acq_rel) + weight == blocks_) {
-      arrived_.store(0, std::memory_order_relaxed);
-      generation_.fetch_add(1, std::memory_order_acq_rel);
-      return;
-    }
-    for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-      if (spins < (1 << 14)) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-      } else {
-        std::this_thread::yield();
-      }
-    }
-  }
-
- private:
-  const int64_t blocks_;
-  std::atomic<int64_t> arrived_{0};
-  std::atomic<unsigned> generation_{0};
-};
-
-// How many blocks the units of an LSTM layer's loops are split into (1: the plain loops).
-static int64_t unit_blocks(int64_t B, int64_t H, bool projection) {
-  static const bool enabled = [] {
-    const char* v = std::getenv("LSTM_CPU_UNIT_SPLIT");
-    return !(v && std::string(v) == "0");
-  }();
-  if (!enabled || projection || B > 3 || H < 128 || at::in_parallel_region()) return 1;
-  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), H / 64));
-}
-
-// run(j0, j1, sync) for blocks of units (multiples of 8, the vector width) on torch's threads;
-// sync() is the per-step barrier of the calling thread's blocks.
-template <typename Run>
-static void over_unit_blocks(int64_t H, int64_t blocks, Run run) {
-  BlockBarrier barrier(blocks);
-  auto bound = [&](int64_t k) { return k == blocks ? H : (H * k / blocks) / 8 * 8; };
-  at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
-    auto sync = [&barrier, weight = k1 - k0] { barrier.wait(weight); };
-    run(bound(k0), bound(k1), sync);
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
 // Argument checks (the layers check the user's arguments; these guard direct calls).
 // ---------------------------------------------------------------------------------------------
 
@@ -284,13 +219,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
                             h_all.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
                             ptr<scalar_t>(tanh_c), ptr<scalar_t>(h_raw)};
     pybind11::gil_scoped_release no_gil;
-    const int64_t blocks = unit_blocks(B, H, w_hr_t.defined());
-    if (blocks > 1)
-      over_unit_blocks(H, blocks, [&](int64_t j0, int64_t j1, auto& sync) {
-        LSTMK_CALL(lstm_forward_units<scalar_t>, a, j0, j1, sync);
-      });
-    else
-      LSTMK_CALL(lstm_forward<scalar_t>, a);
+    LSTMK_CALL(lstm_forward<scalar_t>, a);
   });
   return {h_all, c_all, gates, tanh_c};
 }
@@ -331,13 +260,7 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
                              dc.data_ptr<scalar_t>(), ptr<scalar_t>(dh_raw),
                              ptr<scalar_t>(dh_skip)};
     pybind11::gil_scoped_release no_gil;
-    const int64_t blocks = unit_blocks(B, H, has(w_hr));
-    if (blocks > 1)
-      over_unit_blocks(H, blocks, [&](int64_t j0, int64_t j1, auto& sync) {
-        LSTMK_CALL(lstm_backward_units<scalar_t>, a, j0, j1, sync);
-      });
-    else
-      LSTMK_CALL(lstm_backward<scalar_t>, a);
+    LSTMK_CALL(lstm_backward<scalar_t>, a);
   });
   at::Tensor d2 = d_pre.view({T * B, G});
   at::Tensor dx, dw_ih, dw_hh, db, dw_hr;
@@ -639,9 +562,9 @@ class Stepper {
   template <typename T, bool AVX2>
   static void pointwise_lstm(int64_t H, T* z, const T* c, T* c_out, T* h_out) {
 #ifdef LSTMK_HAVE_AVX2_COPY
-    if (AVX2) return avx2::lstm_pointwise_forward<T, false>(H, H, z, c, c_out, h_out, nullptr);
+    if (AVX2) return avx2::lstm_pointwise_forward<T, false>(H, z, c, c_out, h_out, nullptr);
 #endif
-    base::lstm_pointwise_forward<T, false>(H, H, z, c, c_out, h_out, nullptr);
+    base::lstm_pointwise_forward<T, false>(H, z, c, c_out, h_out, nullptr);
   }
   template <typename T, bool AVX2>
   static void pointwise_gru(int64_t H, T* gx, const T* gh, const T* h, T* h_out) {
