@@ -23,7 +23,8 @@ normalization of Kim et al. 2022) the model works relative to each window's own 
 ``m`` of the target over the past window is subtracted from the past target and from the future
 seasonal lags, and added back to the output, ``ŷ_t = m + f(past - m, future - m)``. The recurrent
 part then learns shapes, not levels, and a shift in level that the training part never showed (a
-holiday week's low demand) reaches the forecast through the last days it reads.
+holiday week's low demand) reaches the forecast through the last days it reads. (On the
+electricity data it did not help: docs/results.md.)
 
 The head emits one value per step (trained on mean squared error) or ``Q`` quantiles (trained on
 the pinball loss; the median is the point forecast and the outer quantiles give an interval). The
