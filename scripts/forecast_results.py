@@ -17,16 +17,12 @@ Every row is budgeted in epochs, so its numbers do not depend on the machine's s
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
-import subprocess
-import sys
+from functools import cache
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
+from _runs import ROOT, arguments, run_unless_done, write_results
 
 RECIPE = (
     "--dataset elecdemand --horizon 48 --context 96 --lags 48 336 --hidden 64 --epochs 12 "
@@ -49,45 +45,49 @@ def command(name: str, seed: int, threads: int) -> list[str]:
             "--threads", str(threads), "--no-progress", "--out", f"runs/{name}-s{seed}"]  # fmt: skip
 
 
-def run(name: str, seed: int, threads: int) -> None:
-    argv = command(name, seed, threads)
-    print("$", " ".join(argv), flush=True)
-    lstm = str(Path(sys.executable).with_name("lstm"))
-    subprocess.run([lstm, *argv[1:]], cwd=ROOT, check=True)
-
-
-def score(name: str) -> dict | None:
-    """Each seed's test metrics, and those of the seeds' mean forecast (None until every seed
-    has run)."""
+@cache
+def forecasts(name: str):
+    """The row's test windows, each seed's forecasts ``(S, horizon, 3)`` (the 0.1, 0.5, 0.9
+    quantiles), read from its checkpoints, and the model's label in its reports (``LSTM``);
+    None until every seed has run."""
     import torch
 
     from lstm.models.forecaster import predict_windows
-    from lstm.tasks.forecast import checkpoint_window_data, evaluate_methods, load_forecaster
+    from lstm.tasks.forecast import checkpoint_window_data, load_forecaster
 
     runs = [ROOT / "runs" / f"{name}-s{seed}" for seed in SEEDS]
     if not all((r / "report.json").exists() for r in runs):
         return None
     torch.set_num_threads(1)
-    forecasts, baselines = [], {}
+    out = []
     for r in runs:
         model, meta = load_forecaster(r)
         data = checkpoint_window_data(meta)
-        forecasts.append(predict_windows(model, data, data.test))  # (S, H, Q)
-        baselines = {k: v for k, v in json.loads((r / "report.json").read_text()).items()}
-    label = ROWS[name][0]
-    mean = np.mean(forecasts, 0)
-    per_seed = {f"seed {s}": f[..., 1] for s, f in zip(SEEDS, forecasts)}
-    intervals = {f"seed {s}": (f[..., 0], f[..., 2]) for s, f in zip(SEEDS, forecasts)}
+        out.append(predict_windows(model, data, data.test))
+    return data, out, model.config.cell.upper()
+
+
+def score(name: str) -> dict | None:
+    """Each seed's test metrics, and those of the seeds' mean forecast (None until every seed
+    has run); the baselines as the first seed's report has them."""
+    from lstm.tasks.forecast import evaluate_methods
+
+    if (found := forecasts(name)) is None:
+        return None
+    data, per_seed, own = found
+    mean = np.mean(per_seed, 0)
+    points = {f"seed {s}": f[..., 1] for s, f in zip(SEEDS, per_seed)}
+    intervals = {f"seed {s}": (f[..., 0], f[..., 2]) for s, f in zip(SEEDS, per_seed)}
     intervals["ensemble"] = (mean[..., 0], mean[..., 2])
     table = evaluate_methods(data.series, data.test, data.horizon,
-                             {**per_seed, "ensemble": mean[..., 1]}, intervals)  # fmt: skip
-    model_keys = {"LSTM", "GRU", "RNN"}
+                             {**points, "ensemble": mean[..., 1]}, intervals)  # fmt: skip
+    report = json.loads((ROOT / "runs" / f"{name}-s{SEEDS[0]}" / "report.json").read_text())
     return {
-        "label": label,
+        "label": ROWS[name][0],
         "seeds": {k: v for k, v in table.items() if k != "ensemble"},
-        "seed_mean_MASE": float(np.mean([table[k]["MASE"] for k in per_seed])),
+        "seed_mean_MASE": float(np.mean([table[k]["MASE"] for k in points])),
         "ensemble": table["ensemble"],
-        "baselines": {k: v for k, v in baselines.items() if k not in model_keys},
+        "baselines": {k: v for k, v in report.items() if k != own},
         "commands": [" ".join(command(name, s, 1)) for s in SEEDS],
     }
 
@@ -95,20 +95,12 @@ def score(name: str) -> dict | None:
 def by_origin(name: str) -> list[str]:
     """Per test origin: the MASE of the row's seed-mean forecast beside the linear regression
     with covariate means, and the bias of each (mean error as a % of the mean demand)."""
-    import torch
-
     from lstm import metrics
-    from lstm.models.forecaster import predict_windows
-    from lstm.tasks.forecast import checkpoint_window_data, linear_baseline, load_forecaster
+    from lstm.tasks.forecast import linear_baseline
 
-    torch.set_num_threads(1)
-    forecasts = []
-    for seed in SEEDS:
-        model, meta = load_forecaster(ROOT / "runs" / f"{name}-s{seed}")
-        data = checkpoint_window_data(meta)
-        forecasts.append(predict_windows(model, data, data.test)[..., 1])
+    data, per_seed, _ = forecasts(name)
     s, H, origins = data.series, data.horizon, data.test
-    ours = np.mean(forecasts, 0)
+    ours = np.mean(per_seed, 0)[..., 1]
     linear = linear_baseline(s, origins, H, data.lags, (6, 12, 24, 48, 96))
     actual = data.actual(origins)
     lines = [f"Per origin ({ROWS[name][0]}, the seeds' mean forecast, against the linear "
@@ -150,27 +142,15 @@ def table(out: Path) -> None:
     lines += ["```", ""]
     if "elec-lstm" in results:
         lines += by_origin("elec-lstm")
-    out.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}"
-    (out / "forecast.json").write_text(
-        json.dumps({"machine": machine, "rows": results}, indent=1) + "\n"
-    )
-    (out / "forecast.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results(out, "forecast", results, lines, "rows")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", choices=list(ROWS), help="run these rows only")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--table", action="store_true", help="write the table; run nothing")
-    parser.add_argument("--out", default="docs/results")
-    args = parser.parse_args()
+    args = arguments(__doc__, ROWS)
     if not args.table:
         for name in args.only or ROWS:
             for seed in SEEDS:
-                if not (ROOT / "runs" / f"{name}-s{seed}" / "report.json").exists():
-                    run(name, seed, args.threads)
+                run_unless_done(command(name, seed, args.threads), f"runs/{name}-s{seed}")
     table(ROOT / args.out)
 
 

@@ -17,15 +17,11 @@ the others are budgeted in epochs.
 
 from __future__ import annotations
 
-import argparse
 import json
-import platform
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from _runs import ROOT, arguments, run_unless_done, write_results
 
 SCRATCH = "--embed 128 --hidden 128 --word-dropout 0.3 --dropout 0.5"
 PRE = "--embed 128 --hidden 256 --word-dropout 0.1 --dropout 0.5 --lr 1e-3"
@@ -67,13 +63,6 @@ def command(name: str, threads: int) -> list[str]:
             str(threads), "--no-progress", "--out", f"runs/{name}"]  # fmt: skip
 
 
-def run(name: str, threads: int) -> None:
-    argv = command(name, threads)
-    print("$", " ".join(argv), flush=True)
-    lstm = str(Path(sys.executable).with_name("lstm"))
-    subprocess.run([lstm, *argv[1:]], cwd=ROOT, check=True)
-
-
 def table(out: Path) -> None:
     results, lines = {}, []
     for data in ("rt", "imdb"):
@@ -107,26 +96,14 @@ def table(out: Path) -> None:
     lines += ["Commands (each with `--threads 1 --no-progress --out runs/<run>`):", "", "```"]
     lines += [f"{name}: lstm train sentiment --dataset {d} {a}" for name, (d, _, a) in ROWS.items()]
     lines += ["```", ""]
-    out.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}"
-    (out / "sentiment.json").write_text(
-        json.dumps({"machine": machine, "runs": results}, indent=1) + "\n"
-    )
-    (out / "sentiment.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results(out, "sentiment", results, lines, "runs")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", choices=list(ROWS), help="run these rows only")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--table", action="store_true", help="write the table; run nothing")
-    parser.add_argument("--out", default="docs/results")
-    args = parser.parse_args()
+    args = arguments(__doc__, ROWS)
     if not args.table:
         for name in args.only or ROWS:
-            if not (ROOT / "runs" / name / "report.json").exists():
-                run(name, args.threads)
+            run_unless_done(command(name, args.threads), f"runs/{name}")
     table(ROOT / args.out)
 
 

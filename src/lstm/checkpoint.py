@@ -51,6 +51,7 @@ __all__ = [
     "load_tensors",
     "optimizer_state_from_tensors",
     "optimizer_state_to_tensors",
+    "runnable_backend",
     "set_rng_state",
     "state_dict_to_tensors",
     "unflatten_state",
@@ -263,17 +264,24 @@ def load_task_checkpoint(
         raise CheckpointError(f"{str(path)!r} is not {kind} (its task is {meta.get('task')!r})")
     model = meta.get("model")
     if isinstance(model, dict) and isinstance(model.get("backend"), str):
-        from lstm.kernels import runs_here
-
-        if not runs_here(model["backend"]):
-            warnings.warn(
-                f"{str(path)!r} was trained with the {model['backend']!r} kernel backend, which "
-                "does not run here: loading it with 'auto'",
-                stacklevel=2,
-            )
-            model["backend"] = "auto"
+        model["backend"] = runnable_backend(model["backend"], path)
     tensors, _ = load_tensors(where / MODEL)
     return where, meta, tensors
+
+
+def runnable_backend(backend: str, path: str | os.PathLike) -> str:
+    """The kernel backend a model stored at ``path`` loads with: its own when it runs here, else
+    ``"auto"`` with a warning (Triton kernels of a GPU run, read on a CPU)."""
+    from lstm.kernels import runs_here
+
+    if runs_here(backend):
+        return backend
+    warnings.warn(
+        f"{str(path)!r} was trained with the {backend!r} kernel backend, which does not run "
+        "here: loading it with 'auto'",
+        stacklevel=3,
+    )
+    return "auto"
 
 
 def load_json(path: str | os.PathLike) -> Any:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -508,7 +507,13 @@ def load_language_model(
     (a checkpoint directory or a run directory; see :func:`lstm.checkpoint.find_checkpoint`).
     ``backend`` overrides the stored one (``None``: the stored one if it runs here, else
     ``"auto"``). Only safetensors and JSON are read: nothing is unpickled."""
-    from lstm.checkpoint import CheckpointError, find_checkpoint, load_json, load_tensors
+    from lstm.checkpoint import (
+        CheckpointError,
+        find_checkpoint,
+        load_json,
+        load_tensors,
+        runnable_backend,
+    )
     from lstm.data.text import vocab_from_json
 
     where = find_checkpoint(path)
@@ -516,16 +521,7 @@ def load_language_model(
     if "model" not in meta or "vocab" not in meta:
         raise CheckpointError(f"{str(path)!r} is not a language-model checkpoint")
     config = LMConfig.from_json(meta["model"])
-    if backend is None:
-        backend = config.backend
-        if not lstm.kernels.runs_here(backend):
-            warnings.warn(
-                f"{str(path)!r} was trained with the {backend!r} kernel backend, which does not "
-                "run here: loading it with 'auto'",
-                stacklevel=2,
-            )
-            backend = "auto"
-    config.backend = backend
+    config.backend = backend or runnable_backend(config.backend, path)
     config.__post_init__()
     vocab = vocab_from_json(meta["vocab"])
     model = build_language_model(config)

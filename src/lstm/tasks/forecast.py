@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 TASK = "forecast"
+YEAR_FEATURES = {"auto": None, "yes": True, "no": False}  # --year-features -> WindowData.year
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,16 +431,28 @@ def forecast_csv(
     return result
 
 
+def _stored_windows(d: dict) -> dict:
+    """The WindowData options a checkpoint's ``data`` section stores (with the defaults of
+    checkpoints older than an option), fitted scalers included."""
+    return {
+        "context": d["context"],
+        "horizon": d["horizon"],
+        "lags": tuple(d["lags"]),
+        "calendar": d["calendar"],
+        "year": d.get("year", True),  # checkpoints older than the option had the features
+        "covariate_windows": tuple(d.get("covariate_windows", ())),
+        "target_scaler": Scaler.from_json(d["target_scaler"]),
+        "feature_scaler": Scaler.from_json(d["feature_scaler"]),
+    }
+
+
 def _window_data_for(series: Series, d: dict, origin: int) -> WindowData:
-    """WindowData with the checkpoint's scalers whose single test origin is ``origin``."""
+    """WindowData with the checkpoint's scalers whose single test origin is ``origin`` (built
+    without the split's checks: the series may be just the context and the horizon)."""
     data = WindowData.__new__(WindowData)
-    data.series, data.context, data.horizon = series, d["context"], d["horizon"]
-    data.lags, data.calendar = tuple(d["lags"]), d["calendar"]
-    data.year = d.get("year", True)  # checkpoints older than the option had the features
-    data.target_scaler = Scaler.from_json(d["target_scaler"])
-    data.feature_scaler = Scaler.from_json(d["feature_scaler"])
-    data.covariate_windows = tuple(d.get("covariate_windows", ()))
-    data.train_end = len(series)
+    data.series = series
+    for name, value in _stored_windows(d).items():
+        setattr(data, name, value)
     data.make_features()
     data.test = np.array([origin])
     return data
@@ -482,7 +495,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                      help="seasonal lags given at each future step (each >= horizon)")  # fmt: skip
     win.add_argument("--covariate-windows", type=positive_int, nargs="*", default=[],
                      help="add running means of the covariates over these steps")  # fmt: skip
-    win.add_argument("--year-features", choices=["auto", "yes", "no"], default="auto",
+    win.add_argument("--year-features", choices=list(YEAR_FEATURES), default="auto",
                      help="time-of-year calendar features (auto: when the training part spans "
                           "two years or more)")  # fmt: skip
     win.add_argument("--test-origins", type=positive_int, default=28)
@@ -527,8 +540,8 @@ def run_train(args: argparse.Namespace) -> int:
     horizon = args.horizon or (series.period if series.period > 1 else 1)
     context = args.context or max(2 * horizon, 2 * series.period)
     data = WindowData(series, context, horizon, args.lags, args.test_origins, args.val_origins,
-                      args.origin_step, year={"auto": None, "yes": True, "no": False}[
-                          args.year_features], covariate_windows=args.covariate_windows)  # fmt: skip
+                      args.origin_step, year=YEAR_FEATURES[args.year_features],
+                      covariate_windows=args.covariate_windows)  # fmt: skip
     config = ForecasterConfig(
         past_size=data.past_size, future_size=data.future_size, horizon=data.horizon,
         recursive_size=data.recursive_size, cell=args.cell, hidden_size=args.hidden,
@@ -583,11 +596,8 @@ def checkpoint_window_data(
     else:
         series = load_dataset(d["dataset"])
         series.period = d["period"]
-    return WindowData(series, d["context"], d["horizon"], d["lags"], d["test_origins"],
-                      d["val_origins"], d["origin_step"], calendar=d["calendar"],
-                      year=d.get("year", True), covariate_windows=d.get("covariate_windows", ()),
-                      target_scaler=Scaler.from_json(d["target_scaler"]),
-                      feature_scaler=Scaler.from_json(d["feature_scaler"]))  # fmt: skip
+    return WindowData(series, test_origins=d["test_origins"], val_origins=d["val_origins"],
+                      origin_step=d["origin_step"], **_stored_windows(d))  # fmt: skip
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
