@@ -40,7 +40,6 @@ struct LstmForward {
   int64_t steps, batch, hidden, proj;  // T, B, H, P (P = H without projection)
   T* gates;                            // (T, B, 4H) in: x W_ih^T + b; out: i, f, g, o
   const T* w_hh_t;                     // (P, 4H)    W_hh^T, the per-step GEMM's layout
-  const T* w_hh_t_panels;              //            the same in panels, or nullptr
   const T* w_hr_t;                     // (H, P)     W_hr^T, or nullptr: no projection
   const T* h0;                         // (B, P)
   const T* c0;                         // (B, H)
@@ -59,7 +58,6 @@ struct LstmBackward {
   const T* tanh_c;      // (T, B, H)
   const T* c0;          // (B, H)
   const T* w_hh;        // (4H, P)
-  const T* w_hh_panels; //           the same in panels, or nullptr
   const T* w_hr;        // (P, H) or nullptr
   const bool* mask;     // (T, B) or nullptr
   const T* grad_h;      // (T, B, P) or nullptr: dL/dh_all
@@ -103,15 +101,6 @@ struct GruBackward {
   T* dh;                // (B, H) in: zeros; out: dL/dh0
   T* dh_next;           // (B, H) scratch
 };
-
-// The per-step product with a batch of several rows reads W in panels: kPanelBytes-wide column
-// strips, each stored contiguously (K rows of one strip, then the next strip). One panel stays
-// in L1 while every row of the batch passes over it, and the panels are split over threads.
-// recurrent.cpp packs them once per call (pack_panels) and supplies the thread team.
-constexpr int64_t kPanelBytes = 64;  // two AVX vectors: 16 floats or 8 doubles
-
-// Runs fn(ctx, begin, end) over the blocks of [0, n) on torch's threads (recurrent.cpp).
-void parallel_blocks(int64_t n, int64_t work, void* ctx, void (*fn)(void*, int64_t, int64_t));
 
 }  // namespace lstmk
 #endif  // LSTMK_KERNEL_ARGS
@@ -185,7 +174,7 @@ inline void gemm_tile(int64_t K, const T* __restrict A, int64_t lda, const T* __
   typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
   constexpr int64_t L = 32 / sizeof(T);
   V acc[MR][NV];
-#pragma GCC unroll 8
+#pragma GCC unroll 4
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v)
@@ -195,14 +184,14 @@ inline void gemm_tile(int64_t K, const T* __restrict A, int64_t lda, const T* __
     V wv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) wv[v] = *(const V*)(w + v * L);
-#pragma GCC unroll 8
+#pragma GCC unroll 4
     for (int m = 0; m < MR; ++m) {
       const T am = A[m * lda + k];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[m][v] += am * wv[v];
     }
   }
-#pragma GCC unroll 8
+#pragma GCC unroll 4
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) *(V*)(C + m * ldc + v * L) = acc[m][v];
@@ -236,68 +225,11 @@ inline void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
   if (M - m == 1) gemm_rows<T, 1>(N, K, A + m * lda, lda, W, ldw, accumulate, C + m * ldc, ldc);
 }
 
-// C[M, N] (+)= A[M, K] @ W[K, N] with W in panels (see kPanelBytes): for each panel, tiles of
-// 6 rows x 2 vectors (12 accumulators). A panel cut short by N goes through a padded tile.
-template <typename T>
-struct PanelJob {
-  int64_t M, N, K;
-  const T* A;       // (M, K), row stride K
-  const T* panels;  // ceil(N / NP) panels of (K, NP)
-  bool accumulate;
-  T* C;  // (M, N), row stride N
-};
-
-template <typename T, int MR>
-inline void panel_rows(const PanelJob<T>& j, int64_t m, const T* panel, int64_t n0) {
-  constexpr int64_t NP = kPanelBytes / sizeof(T);
-  const int64_t cols = j.N - n0 < NP ? j.N - n0 : NP;
-  T* c = j.C + m * j.N + n0;
-  if (cols == NP) {
-    gemm_tile<T, MR, 2>(j.K, j.A + m * j.K, j.K, panel, NP, j.accumulate, c, j.N);
-    return;
-  }
-  T tile[MR * NP] = {};
-  for (int r = 0; r < MR; ++r)
-    for (int64_t q = 0; q < cols; ++q) tile[r * NP + q] = j.accumulate ? c[r * j.N + q] : T(0);
-  gemm_tile<T, MR, 2>(j.K, j.A + m * j.K, j.K, panel, NP, true, tile, NP);
-  for (int r = 0; r < MR; ++r)
-    for (int64_t q = 0; q < cols; ++q) c[r * j.N + q] = tile[r * NP + q];
-}
-
-template <typename T>
-void panel_range(void* ctx, int64_t p0, int64_t p1) {
-  const PanelJob<T>& j = *static_cast<const PanelJob<T>*>(ctx);
-  constexpr int64_t NP = kPanelBytes / sizeof(T);
-  for (int64_t p = p0; p < p1; ++p) {
-    const T* panel = j.panels + p * j.K * NP;
-    int64_t m = 0;
-    for (; m + 6 <= j.M; m += 6) panel_rows<T, 6>(j, m, panel, p * NP);
-    switch (j.M - m) {
-      case 5: panel_rows<T, 5>(j, m, panel, p * NP); break;
-      case 4: panel_rows<T, 4>(j, m, panel, p * NP); break;
-      case 3: panel_rows<T, 3>(j, m, panel, p * NP); break;
-      case 2: panel_rows<T, 2>(j, m, panel, p * NP); break;
-      case 1: panel_rows<T, 1>(j, m, panel, p * NP); break;
-      default: break;
-    }
-  }
-}
-
-template <typename T>
-inline void panel_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* panels,
-                       bool accumulate, T* C) {
-  constexpr int64_t NP = kPanelBytes / sizeof(T);
-  PanelJob<T> job{M, N, K, A, panels, accumulate, C};
-  parallel_blocks((N + NP - 1) / NP, M * N * K, &job, &panel_range<T>);
-}
-
 // C[M, N] (+)= A[M, K] @ W[K, N]: our register tiles where they beat the BLAS (measured with
 // MKL on a Zen 3 core: a few rows, or weights that stay in L2), the BLAS otherwise.
-// `panels`: W packed by pack_panels, or nullptr; used from 4 rows on.
 template <typename T>
 inline void step_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* W, bool accumulate,
-                      T* C, const T* panels = nullptr) {
-  if (panels && M >= 4) return panel_gemm<T>(M, N, K, A, panels, accumulate, C);
+                      T* C) {
   const bool small = M <= 3 || (M <= 32 && N * K * (int64_t)sizeof(T) <= (256 << 10));
   if (small)
     small_gemm<T>(M, N, K, A, K, W, N, accumulate, C, N);
@@ -347,7 +279,7 @@ void lstm_forward(const LstmForward<T>& a) {
     T* c = a.c_all + t * B * H;
     T* tc = a.tanh_c ? a.tanh_c + t * B * H : nullptr;
     const bool* m = a.mask ? a.mask + t * B : nullptr;
-    step_gemm<T>(B, G, P, h_prev, a.w_hh_t, true, z, a.w_hh_t_panels);  // z += h W_hh^T
+    step_gemm<T>(B, G, P, h_prev, a.w_hh_t, true, z);  // z += h_{t-1} W_hh^T
     T* h_unprojected = a.w_hr_t ? a.h_raw : h;
     for (int64_t b = 0; b < B; ++b) {
       if (tc)
@@ -465,7 +397,7 @@ void lstm_backward(const LstmBackward<T>& a) {
         }
       }
     }
-    step_gemm<T>(B, P, G, dz, a.w_hh, false, dh, a.w_hh_panels);  // dh_{t-1} = dz W_hh
+    step_gemm<T>(B, P, G, dz, a.w_hh, false, dh);  // dh_{t-1} = dz W_hh
     if (m) {
       for (int64_t b = 0; b < B; ++b) {
         if (m[b]) continue;

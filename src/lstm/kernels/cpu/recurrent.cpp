@@ -9,7 +9,6 @@
 // doubles the build time).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <cmath>
@@ -164,36 +163,6 @@ static OptTensor contig(const OptTensor& t) {
   return t->contiguous();
 }
 
-// ---------------------------------------------------------------------------------------------
-// Weights in panels for the per-step product (kernels.h, panel_gemm), and the threads it runs on.
-// ---------------------------------------------------------------------------------------------
-
-// Below this much work (M * N * K multiply-adds) a product runs on the calling thread: starting
-// torch's thread team costs more than it saves.
-static constexpr int64_t kParallelWork = 1 << 18;
-
-void parallel_blocks(int64_t n, int64_t work, void* ctx, void (*fn)(void*, int64_t, int64_t)) {
-  if (work < kParallelWork || at::get_num_threads() == 1 || at::in_parallel_region()) {
-    fn(ctx, 0, n);
-    return;
-  }
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) { fn(ctx, begin, end); });
-}
-
-// w (K, N) -> its panels, (ceil(N / NP), K, NP), the columns past N zero. Only when the batch has
-// the 4 rows or more that the panel GEMM is used for (an undefined tensor otherwise).
-static at::Tensor pack_panels(const at::Tensor& w, int64_t batch) {
-  static const bool enabled = [] {
-    const char* v = std::getenv("LSTM_CPU_PANELS");
-    return !(v && std::string(v) == "0");
-  }();
-  if (!enabled || batch < 4) return at::Tensor();
-  const int64_t K = w.size(0), N = w.size(1), NP = kPanelBytes / w.element_size();
-  const int64_t padded = (N + NP - 1) / NP * NP;
-  return at::constant_pad_nd(w, {0, padded - N}).view({K, padded / NP, NP}).permute({1, 0, 2})
-      .contiguous();
-}
-
 // x (T, B, I) @ w^T (+ bias): the input projection of every step as one GEMM, (T, B, G).
 static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w, const OptTensor& b) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2);
@@ -236,7 +205,6 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
   at::Tensor gates = input_projection(x, w_ih, bias).contiguous();          // (T, B, 4H)
   at::Tensor w_hh_t = w_hh.t().contiguous();                                 // (P, 4H)
-  at::Tensor w_hh_t_panels = pack_panels(w_hh_t, B);
   at::Tensor w_hr_t = has(w_hr) ? w_hr->t().contiguous() : at::Tensor();    // (H, P)
   at::Tensor m = mask_2d(mask, T, B);
   auto opts = x.options();
@@ -246,7 +214,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
   AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_forward", [&] {
     LstmForward<scalar_t> a{T, B, H, P,
                             gates.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
-                            ptr<scalar_t>(w_hh_t_panels), ptr<scalar_t>(w_hr_t), h0.data_ptr<scalar_t>(),
+                            ptr<scalar_t>(w_hr_t), h0.data_ptr<scalar_t>(),
                             c0.data_ptr<scalar_t>(), m.defined() ? m.data_ptr<bool>() : nullptr,
                             h_all.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
                             ptr<scalar_t>(tanh_c), ptr<scalar_t>(h_raw)};
@@ -273,7 +241,6 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
   OptTensor grad_h = contig(grad_h_), grad_c = contig(grad_c_), grad_gates = contig(grad_gates_);
   OptTensor w_hr = contig(w_hr_);
   at::Tensor w_hh_c = w_hh.contiguous();
-  at::Tensor w_hh_panels = pack_panels(w_hh_c, B);
   at::Tensor m = mask_2d(mask, T, B);
   auto opts = x.options();
   at::Tensor d_pre = at::empty({T, B, G}, opts);
@@ -285,8 +252,7 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
     LstmBackward<scalar_t> a{T, B, H, P,
                              gates.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
                              tanh_c.data_ptr<scalar_t>(), c0.contiguous().data_ptr<scalar_t>(),
-                             w_hh_c.data_ptr<scalar_t>(), ptr<scalar_t>(w_hh_panels),
-                             cptr<scalar_t>(w_hr),
+                             w_hh_c.data_ptr<scalar_t>(), cptr<scalar_t>(w_hr),
                              m.defined() ? m.data_ptr<bool>() : nullptr,
                              cptr<scalar_t>(grad_h), cptr<scalar_t>(grad_c),
                              cptr<scalar_t>(grad_gates), d_pre.data_ptr<scalar_t>(),
