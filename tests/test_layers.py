@@ -324,3 +324,30 @@ def test_parametrized_weights_are_used_like_torch():
         ours.parametrizations.weight_hh_l1.original.mul_(0.5)
         theirs.parametrizations.weight_hh_l1.original.mul_(0.5)
     assert max_abs_diff(flat_tensors(ours(x)), flat_tensors(theirs(x))) <= 1e-10
+
+
+@pytest.mark.parametrize("make", [lambda: lstm.LSTM(6, 5, 2, bidirectional=True),
+                                  lambda: torch.nn.LSTM(6, 5, proj_size=3),
+                                  lambda: lstm.GRU(6, 5), lambda: torch.nn.RNN(6, 5)])  # fmt: skip
+def test_keras_init(make):
+    torch.manual_seed(0)
+    layer = lstm.keras_init_(make())
+    H = layer.hidden_size
+    for name, p in layer.named_parameters():
+        if name.startswith("weight_hh"):  # orthogonal: (G*H, H) with orthonormal columns
+            torch.testing.assert_close(p.T @ p, torch.eye(p.shape[1]), atol=1e-5, rtol=0)
+        elif name.startswith("weight_ih"):  # Glorot-uniform bound over the whole matrix
+            assert p.abs().max() <= (6 / sum(p.shape)) ** 0.5
+        elif name.startswith("bias_ih") and layer.mode == "LSTM":
+            expected = torch.zeros_like(p)
+            expected[H : 2 * H] = 1.0  # the forget gate (i, f, g, o)
+            torch.testing.assert_close(p, expected)
+        elif name.startswith("bias"):
+            assert not p.any()
+
+
+def test_keras_init_rejects_other_modules():
+    with pytest.raises(
+        TypeError, match="keras_init_ expects an LSTM, GRU or RNN layer, got Linear"
+    ):
+        lstm.keras_init_(torch.nn.Linear(3, 4))

@@ -5,7 +5,7 @@ The public API. See README.md for a tour, docs/math.md for every equation beside
 
 from lstm.cells import gru_cell, lstm_cell, rnn_cell
 from lstm.kernels import available_backends
-from lstm.layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from lstm.layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, keras_init_
 from lstm.streaming import Streamer
 
 __version__ = "0.1.0"
@@ -21,6 +21,7 @@ __all__ = [
     "__version__",
     "available_backends",
     "gru_cell",
+    "keras_init_",
     "lstm_cell",
     "rnn_cell",
 ]

@@ -178,6 +178,9 @@ def _add_train_lm(p: argparse.ArgumentParser) -> None:
     m.add_argument("--layers", type=positive_int, default=1)
     m.add_argument("--dropout", type=dropout_rate, default=0.0)
     m.add_argument("--tie", action="store_true", help="tie the output layer to the embedding")
+    m.add_argument("--init", choices=["torch", "keras"], default="torch",
+                   help="recurrent weights: torch's uniform, or Keras's (Glorot, orthogonal, "
+                        "forget-gate bias 1)")  # fmt: skip
     m.add_argument("--heads", type=positive_int, default=4, help="transformer")
     m.add_argument("--context", type=positive_int, default=128, help="transformer")
     s = p.add_argument_group("report")
@@ -221,6 +224,7 @@ def _run_train_lm(args: argparse.Namespace) -> int:
             num_layers=args.layers,
             dropout=args.dropout,
             tie_weights=args.tie,
+            init=args.init,
             backend=args.backend,
             num_heads=args.heads,
             context=args.context,

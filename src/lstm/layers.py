@@ -29,7 +29,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from lstm import cells
 from lstm.kernels import Backend, get_backend
 
-__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "LayerTrace", "RNNCell"]
+__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "LayerTrace", "RNNCell", "keras_init_"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,6 +336,36 @@ class _Recurrent(nn.RNNBase):
                     tr.gates = {n: g.squeeze(batch_dim) for n, g in tr.gates.items()}
             return out, self.permute_hidden(hidden, unsorted_indices), traces
         return out, self.permute_hidden(hidden, unsorted_indices)
+
+
+@torch.no_grad()
+def keras_init_(module: nn.RNNBase, forget_bias: float = 1.0) -> nn.RNNBase:
+    """Keras's initialisation, in place, for an LSTM, GRU or RNN layer (ours or torch.nn's).
+
+    Keras's defaults: the input kernel Glorot-uniform over the whole ``(I, G*H)`` matrix, the
+    recurrent kernel orthogonal over ``(H, G*H)``, biases zero, and for the LSTM
+    ``unit_forget_bias``: ``b_f = forget_bias`` (1 by default; Gers, Schmidhuber and Cummins 2000,
+    Jozefowicz et al. 2015). Torch's own default draws every weight and bias from
+    ``U(-1/sqrt(H), 1/sqrt(H))``. Torch has two biases per gate where Keras has one: ``b_ih``
+    carries the value and ``b_hh`` is zero. Returns the module.
+    """
+    if not isinstance(module, nn.RNNBase):
+        raise TypeError(
+            f"keras_init_ expects an LSTM, GRU or RNN layer, got {type(module).__name__}"
+        )
+    H = module.hidden_size
+    for name, p in module.named_parameters():
+        if name.startswith("weight_ih"):
+            nn.init.xavier_uniform_(p)  # fan_in + fan_out of the whole (G*H, I) matrix
+        elif name.startswith("weight_hh"):
+            nn.init.orthogonal_(p)
+        elif name.startswith("weight_hr"):
+            nn.init.xavier_uniform_(p)
+        elif name.startswith("bias"):
+            p.zero_()
+            if module.mode == "LSTM" and name.startswith("bias_ih"):
+                p[H : 2 * H] = forget_bias  # gate blocks (i, f, g, o): the forget gate
+    return module
 
 
 class LSTM(_Recurrent):

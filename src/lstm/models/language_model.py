@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 CELLS = ("lstm", "gru", "rnn", "transformer")
+INITS = ("torch", "keras")
 
 
 @dataclass
@@ -74,9 +75,11 @@ class LMConfig(JsonConfig):
     context: int = 128  # Transformer only: the longest sequence it attends over
     ff_mult: int = 4  # Transformer only: feed-forward width = ff_mult * hidden_size
     adaptive_cutoffs: list[int] | None = None  # recurrent only: adaptive-softmax cluster bounds
+    init: str = "torch"  # recurrent only: "torch" (U(-1/sqrt(H), 1/sqrt(H))) or "keras"
 
     def __post_init__(self) -> None:
         self.check_one_of("cell", CELLS)
+        self.check_one_of("init", INITS)
         self.check_at_least_one("vocab_size", "embed_size", "hidden_size", "num_layers")
         self.check_rate("dropout")
         self.check_heads()
@@ -123,6 +126,8 @@ class RecurrentLM(nn.Module):
             self.rnn = ours(
                 E, H, L, batch_first=True, dropout=inner_dropout, backend=config.backend
             )
+        if config.init == "keras":
+            lstm.keras_init_(self.rnn)
         self.drop = nn.Dropout(config.dropout)
         self.project = nn.Linear(H, E, bias=False) if config.tie_weights and H != E else None
         self.head: nn.Module
