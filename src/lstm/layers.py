@@ -355,12 +355,10 @@ def keras_init_(module: nn.RNNBase, forget_bias: float = 1.0) -> nn.RNNBase:
         )
     H = module.hidden_size
     for name, p in module.named_parameters():
-        if name.startswith("weight_ih"):
-            nn.init.xavier_uniform_(p)  # fan_in + fan_out of the whole (G*H, I) matrix
+        if name.startswith(("weight_ih", "weight_hr")):
+            nn.init.xavier_uniform_(p)  # fan_in + fan_out of the whole matrix, e.g. (G*H, I)
         elif name.startswith("weight_hh"):
             nn.init.orthogonal_(p)
-        elif name.startswith("weight_hr"):
-            nn.init.xavier_uniform_(p)
         elif name.startswith("bias"):
             p.zero_()
             if module.mode == "LSTM" and name.startswith("bias_ih"):
