@@ -150,6 +150,25 @@ def test_learning_rate_schedules():
     assert lr_factor(TrainConfig(steps=5, schedule="constant"), 3, 0.6) == 1.0
 
 
+def test_an_epoch_budget_spans_the_schedule():
+    # Regression: with only ``epochs`` given, the cosine schedule used to stay at the peak rate
+    # for the whole run (it "could not know the end"); the batches' length tells it.
+    model, _, ids = _lm()
+    batches = StreamBatches(ids, 4, 8)
+    n = 2 * len(batches)
+    config = TrainConfig(epochs=2, lr=1.0, warmup_steps=2, schedule="cosine", min_lr_ratio=0.1,
+                         log_every=1, progress=False)  # fmt: skip
+    lrs = [h["lr"] for h in fit(model, batches, lm_loss, config).history if "lr" in h]
+    assert len(lrs) == n
+    expected = [lr_factor(TrainConfig(steps=n, warmup_steps=2, min_lr_ratio=0.1), s, 0.0)
+                for s in range(n)]  # fmt: skip
+    assert lrs == pytest.approx(expected)
+    assert lrs[-1] < 0.2 and max(lrs) == pytest.approx(1.0)
+    # Data without a length cannot say when an epoch ends: constant after warmup, as before.
+    lrs = [h["lr"] for h in fit(model, iter(list(batches)), lm_loss, config).history if "lr" in h]
+    assert lrs[2:] == pytest.approx([1.0] * (len(lrs) - 2))
+
+
 def test_early_stopping_and_best_checkpoint(tmp_path):
     from lstm.checkpoint import find_checkpoint, load_json
 

@@ -6,8 +6,9 @@ state to carry into the next batch or ``None``, and how many items the mean is o
 :func:`fit` does with them:
 
 - optimizer (``torch.optim``: adam, adamw, sgd, rmsprop), learning rate warmup then a constant,
-  linear or cosine schedule over the step budget or, when only a time budget is given, over the
-  time budget;
+  linear or cosine schedule over the run's steps (``steps``, or ``epochs`` times the batches per
+  epoch when the training data has a length, whichever ends first) or, when only a time budget
+  is given, over the time budget;
 - gradient-norm clipping (``clip_norm``); the norm before clipping is logged;
 - truncated BPTT: with ``carry_state`` the state returned for batch ``k`` is detached and passed
   into batch ``k+1`` (gradients stop at the batch boundary, the state does not); it starts from
@@ -168,15 +169,21 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def lr_factor(config: TrainConfig, step: int, fraction: float) -> float:
+def lr_factor(
+    config: TrainConfig, step: int, fraction: float, total_steps: int | None = None
+) -> float:
     """The multiplier of ``config.lr`` at optimizer step ``step`` (0-based) with ``fraction`` of
-    the budget spent: linear warmup over ``warmup_steps``, then the schedule over the rest."""
+    the time budget spent: linear warmup over ``warmup_steps``, then the schedule over the rest.
+    ``total_steps`` is the run's length in steps where it is known (default ``config.steps``;
+    :func:`fit` also knows it from ``epochs``): the schedule then spans the steps after warmup,
+    and ``fraction`` is not used."""
     if config.warmup_steps and step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     if config.schedule == "constant":
         return 1.0
-    if config.steps is not None and config.warmup_steps:  # the schedule starts after warmup
-        span = max(1, config.steps - config.warmup_steps)
+    total = config.steps if total_steps is None else total_steps
+    if total is not None:  # the schedule starts after warmup
+        span = max(1, total - config.warmup_steps)
         fraction = (step - config.warmup_steps) / span
     fraction = min(max(fraction, 0.0), 1.0)
     low = config.min_lr_ratio
@@ -487,12 +494,19 @@ def fit(
                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s "
                        "[{elapsed}<{remaining}{postfix}]")  # fmt: skip
 
+    # The run's length in steps, where it is known: the schedule spans it.
+    total_steps = config.steps
+    per_epoch = len(train_data) if hasattr(train_data, "__len__") else 0
+    if config.epochs is not None and per_epoch:
+        by_epochs = config.epochs * per_epoch
+        total_steps = by_epochs if total_steps is None else min(total_steps, by_epochs)
+
     def fraction() -> float:
-        if config.steps is not None:
-            return progress.step / config.steps
+        if total_steps is not None:
+            return progress.step / total_steps
         if budget is not None:
             return progress.train_seconds / budget
-        return 0.0  # epochs only: the schedule cannot know the end; constant after warmup
+        return 0.0  # epochs of data without a length: constant after warmup
 
     best_weights: dict[str, Any] = {"key": None, "state": None}
 
@@ -544,7 +558,7 @@ def fit(
             next(iterator)
         for batch in iterator:
             t0 = time.perf_counter()
-            lr = config.lr * lr_factor(config, progress.step, fraction())
+            lr = config.lr * lr_factor(config, progress.step, fraction(), total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             state_in = detach_state(state) if config.carry_state else None
