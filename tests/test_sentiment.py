@@ -273,3 +273,58 @@ def test_cli_pretrains_on_a_corpus_file_and_a_later_run_reuses_the_models(tmp_pa
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_cli_finetunes_a_trained_classifier_on_new_data(tmp_path, capsys):
+    """--finetune RUN: the new run starts from the run's weights; its vocabulary gains the new
+    texts' words (their embeddings start at the mean row), the head is kept for the same labels
+    and made anew for others, and a size that does not fit is one clear line."""
+    import pandas as pd
+
+    from lstm.tasks.sentiment import finetune_start, load_sentiment_model
+
+    data = toy_reviews(200)
+    first_csv, second_csv = tmp_path / "a.csv", tmp_path / "b.csv"
+    pd.DataFrame({"text": data.texts, "label": data.labels}).to_csv(first_csv, index=False)
+    other = toy_reviews(200, seed=1)
+    texts = [f"zebra quagga {t}" for t in other.texts]  # two new words, each in every text
+    pd.DataFrame({"text": texts, "label": other.labels}).to_csv(second_csv, index=False)
+    sizes = ["--embed", "8", "--hidden", "8", "--steps", "3", "--no-progress", "--no-baseline"]
+    first = tmp_path / "first"
+    assert main(["train", "sentiment", "--csv", str(first_csv), *sizes, "--out", str(first)]) == 0
+    trained, old_vocab, _ = load_sentiment_model(first)
+
+    vocab, config, weights, notes = finetune_start(first, texts, ["0", "1"])
+    assert vocab.tokens[: len(old_vocab)] == old_vocab.tokens  # old ids keep their meaning
+    assert vocab.tokens[len(old_vocab) :] == ["quagga", "zebra"] and config.vocab_size == len(vocab)
+    table, old = weights["embedding.weight"], trained.embedding.weight.detach()
+    torch.testing.assert_close(table[: len(old_vocab)], old)
+    torch.testing.assert_close(table[len(old_vocab) :], old.mean(0).expand(2, -1))
+    assert torch.equal(weights["head.weight"], trained.head.weight.detach())
+    assert notes[-1].startswith("head kept")
+    relabelled = finetune_start(first, texts, ["bad", "good"])
+    assert not any(k.startswith("head.") for k in relabelled[2])
+    assert relabelled[3][-1].startswith("new head")
+
+    second = tmp_path / "second"
+    capsys.readouterr()
+    assert main(["train", "sentiment", "--csv", str(second_csv), "--finetune", str(first),
+                 *sizes, "--out", str(second)]) == 0  # fmt: skip
+    assert "fine-tuning the classifier of" in capsys.readouterr().out
+    assert "(fine-tuned from first)" in (second / "report.md").read_text()
+    tuned, tuned_vocab, _ = load_sentiment_model(second)
+    assert tuned_vocab.tokens == vocab.tokens
+    # three Adam steps of 2e-3 from the run's weights (a fresh start would be ~0.35 away)
+    moved = (tuned.rnn.weight_hh_l0 - trained.rnn.weight_hh_l0).detach().abs().max()
+    assert float(moved) < 0.01
+    cases = [
+        (["--hidden", "16"], "has hidden_size 8, this run asks for 16"),
+        (["--pooling", "max"], "has pooling 'concat', this run asks for 'max'"),
+        (["--pretrain-minutes", "1"], "without --pretrained or --pretrain-minutes"),
+    ]
+    for extra, message in cases:
+        argv = ["train", "sentiment", "--csv", str(second_csv), "--finetune", str(first),
+                *sizes, *extra, "--out", str(tmp_path / "bad")]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err

@@ -15,10 +15,16 @@ backward) direction from them. The text is the classifier's own training texts, 
 corpus (:func:`pretraining_corpus`: the IMDB training reviews for the short Rotten Tomatoes
 sentences, as ULMFiT pre-trains on more text than the task has), and the language models of one
 run can start the classifiers of others over the same vocabulary (:func:`load_pretrained`).
+
+Fine-tuning (:func:`finetune_start`): a classifier trained on one data set starts another's
+training (``lstm train sentiment --finetune RUN``): the IMDB reviews' classifier, say, for the
+Rotten Tomatoes sentences. Its vocabulary gains the new training texts' words it lacks, and the
+head is kept when the labels are the same.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -54,6 +60,7 @@ from lstm.models.classifier import (
 from lstm.viz import plot_confusion
 
 __all__ = [
+    "finetune_start",
     "load_pretrained",
     "load_sentiment_data",
     "load_sentiment_model",
@@ -184,6 +191,47 @@ def load_pretrained(run_dir: str | os.PathLike) -> tuple[WordVocab, dict, dict |
     return vocab, forward, backward, meta["model"]
 
 
+def finetune_start(
+    run_dir: str | os.PathLike,
+    train_texts: list[str],
+    label_names: list[str],
+    min_count: int = 2,
+) -> tuple[WordVocab, ClassifierConfig, dict[str, torch.Tensor], list[str]]:
+    """Where fine-tuning the classifier of an earlier ``lstm train sentiment`` run (its ``BEST``
+    checkpoint, else ``LATEST``) on new data starts: ``(vocabulary, config, weights, notes)``.
+
+    - The vocabulary is the run's, then the words of ``train_texts`` seen at least ``min_count``
+      times that it lacks; their embedding rows start at the mean of the run's rows (ULMFiT's
+      choice), so a new word starts as an average word, not as noise.
+    - The head is kept when ``label_names`` are the run's (same classes, same order); otherwise it
+      is left out of the weights and starts as initialized.
+    - ``notes`` says, in words, what was kept and what was added."""
+    _, meta, weights = ckpt.load_task_checkpoint(run_dir, TASK, "a sentiment classifier")
+    vocab = vocab_from_json(meta["vocab"])
+    new_words = [w for w in build_vocab(train_texts, min_count, None).tokens[1:]
+                 if w not in vocab.index]  # fmt: skip
+    old_size = len(vocab)
+    vocab = WordVocab(vocab.tokens[1:] + new_words)
+    table = weights["embedding.weight"]
+    if table.shape[0] != old_size:
+        raise ckpt.CheckpointError(f"{str(run_dir)!r}: its embedding has {table.shape[0]} rows, "
+                                   f"its vocabulary {old_size} words")  # fmt: skip
+    grown = table.mean(0, keepdim=True).expand(len(new_words), -1)
+    weights = {**weights, "embedding.weight": torch.cat([table, grown])}
+    config = ClassifierConfig.from_json(meta["model"])
+    config.vocab_size, config.num_classes = len(vocab), len(label_names)
+    notes = [
+        f"{old_size:,} words from the run, {len(new_words):,} new ones from the training texts"
+    ]
+    if list(meta.get("label_names") or []) == list(label_names):
+        notes.append(f"head kept (labels {', '.join(label_names)})")
+    else:
+        weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
+        notes.append(f"new head: the run's labels {meta.get('label_names')} are not "
+                     f"{list(label_names)}")  # fmt: skip
+    return vocab, config, weights, notes
+
+
 def pretrain_language_model(
     vocab: WordVocab,
     texts: list[str],
@@ -269,6 +317,7 @@ def train_classifier(
     max_len: int | None = 400,
     batch_size: int = 32,
     pretrained: tuple[dict, dict | None] | None = None,
+    initial: dict[str, torch.Tensor] | None = None,
     out_dir: str | os.PathLike | None = None,
     source: dict | None = None,
     min_count: int = 2,
@@ -276,7 +325,9 @@ def train_classifier(
 ) -> SentimentRun:
     """Trains a classifier on ``split.train`` with :func:`lstm.training.fit`, keeping the weights
     of the best validation loss, and scores it on validation and test. ``pretrained`` is the
-    state dicts of a forward and (optionally) backward language model built over ``vocab``."""
+    state dicts of a forward and (optionally) backward language model built over ``vocab``;
+    ``initial`` the classifier's own starting weights (all, or all but the head: see
+    :func:`finetune_start`)."""
     from lstm.training import fit
 
     vocab = vocab or build_vocab(split.train.texts, min_count, max_vocab)
@@ -286,6 +337,11 @@ def train_classifier(
     model = build_classifier(config)
     if pretrained is not None:
         init_from_language_model(model, *pretrained)
+    if initial is not None:
+        missing = [k for k in model.state_dict() if k not in initial and not k.startswith("head.")]
+        if missing:
+            raise ValueError(f"the starting weights lack {missing[:3]}: not this classifier's")
+        model.load_state_dict({**model.state_dict(), **initial})
     train_batches = _batches(vocab, split.train, max_len, batch_size, True, train_config.seed)
     val_batches = _batches(vocab, split.val if len(split.val) else split.train, max_len, 64, False)
 
@@ -395,6 +451,9 @@ def add_train_arguments(p) -> None:
     pre.add_argument("--pretrained", metavar="RUN",
                      help="start from the language models (and vocabulary) of an earlier run "
                           "with --pretrain-minutes instead of training new ones")  # fmt: skip
+    p.add_argument("--finetune", metavar="RUN",
+                   help="start from the classifier of an earlier run (say, IMDB's for Rotten "
+                        "Tomatoes): its weights and vocabulary, which gains the new words")  # fmt: skip
     p.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
     add_training_arguments(p)
     p.set_defaults(out="runs/sentiment", optimizer="adamw", lr=2e-3, weight_decay=0.01)
@@ -416,8 +475,23 @@ def run_train(args) -> int:
         split.train = split.train.subset(range(min(args.limit, len(split.train))))
     if args.pretrained and args.pretrain_minutes > 0:
         raise ValueError("give --pretrained RUN or --pretrain-minutes, not both")
-    corpus, lm_states = None, None
-    if args.pretrained:
+    if args.finetune and (args.pretrained or args.pretrain_minutes > 0):
+        raise ValueError("--finetune RUN starts from a trained classifier: give it without "
+                         "--pretrained or --pretrain-minutes")  # fmt: skip
+    corpus, lm_states, initial = None, None, None
+    if args.finetune:
+        vocab, start, initial, notes = finetune_start(args.finetune, split.train.texts,
+                                                      data.label_names, args.min_count)  # fmt: skip
+        asked = (("cell", args.cell), ("embed_size", args.embed), ("hidden_size", args.hidden),
+                 ("num_layers", args.layers), ("bidirectional", not args.unidirectional),
+                 ("pooling", args.pooling))  # fmt: skip
+        asked += (("num_heads", args.heads),) if args.cell == "transformer" else ()
+        for key, given in asked:
+            if getattr(start, key) != given:
+                raise ValueError(f"--finetune {args.finetune!r} has {key} "
+                                 f"{getattr(start, key)!r}, this run asks for {given!r}")  # fmt: skip
+        print(f"[sentiment] fine-tuning the classifier of {args.finetune}: {'; '.join(notes)}")
+    elif args.pretrained:
         vocab, forward, backward, lm_model = load_pretrained(args.pretrained)
         # a one-directional classifier reads forwards: it takes the forward model only
         lm_states = [forward] + (
@@ -439,6 +513,9 @@ def run_train(args) -> int:
         bidirectional=not args.unidirectional, pooling=args.pooling, dropout=args.dropout,
         embed_dropout=args.word_dropout, backend=args.backend, num_heads=args.heads,
     )  # fmt: skip
+    if args.finetune:  # the run's architecture (checked above), this run's regularization
+        config = dataclasses.replace(start, dropout=args.dropout, embed_dropout=args.word_dropout,
+                                     backend=args.backend)  # fmt: skip
     train_config = train_config_from(args)
     train_config.carry_state = False
     if train_config.eval_every is None:
@@ -474,9 +551,10 @@ def run_train(args) -> int:
         pretrained = (lm_states[0], lm_states[1] if len(lm_states) > 1 else None)
     t0 = time.perf_counter()
     run = train_classifier(split, config, train_config, vocab=vocab, max_len=args.max_len,
-                           batch_size=args.batch, pretrained=pretrained, out_dir=out,
-                           source=source)  # fmt: skip
+                           batch_size=args.batch, pretrained=pretrained, initial=initial,
+                           out_dir=out, source=source)  # fmt: skip
     label = args.cell.upper() + (" (LM pre-trained)" if pretrained else "")
+    label += f" (fine-tuned from {Path(args.finetune).name})" if initial else ""
     rows = {label: run.test}
     if not args.no_baseline:
         pred, _, C = tfidf_baseline(split)
