@@ -201,6 +201,9 @@ def test_config_errors_name_the_value():
         LMConfig(10, backend="cuda-magic")
     with pytest.raises(ValueError, match="hidden_size 10 should be divisible by num_heads 4"):
         LMConfig(10, "transformer", hidden_size=10)
+    # Regression: the transformer silently ignored init="keras".
+    with pytest.raises(ValueError, match="init 'keras' is for the recurrent cells"):
+        LMConfig(10, "transformer", init="keras")
 
 
 def test_adaptive_softmax_head_is_a_distribution_and_its_fast_loss_is_exact():

@@ -92,6 +92,9 @@ class LMConfig(JsonConfig):
                 )
             if self.tie_weights or self.cell == "transformer":
                 raise ValueError("adaptive_cutoffs works with an untied recurrent model only")
+        if self.init != "torch" and self.cell == "transformer":
+            raise ValueError(f"init {self.init!r} is for the recurrent cells; the transformer "
+                             f"keeps torch's initialisation (init 'torch')")  # fmt: skip
         backends = ["torch", "auto", *lstm.available_backends()]
         if self.cell != "transformer" and self.backend not in backends:
             raise ValueError(
