@@ -328,3 +328,27 @@ def test_cli_finetunes_a_trained_classifier_on_new_data(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_tfidf_baseline_learns_and_takes_extra_labelled_texts():
+    """The baseline beats chance on the toy reviews; texts from elsewhere (``extra``) teach it
+    words the data's own training part never shows, and their labels must be the data's."""
+    from lstm.data.sentiment import Split
+    from lstm.tasks.sentiment import tfidf_baseline
+
+    split = split_dataset(toy_reviews(400))
+    pred, probs, C = tfidf_baseline(split)
+    assert (pred == split.test.labels).mean() > 0.8 and probs.shape == (len(split.test), 2)
+    assert C in (1.0, 3.0, 10.0, 30.0, 100.0)
+    # Test texts whose only sentiment words are new: a coin toss, until extra texts teach them.
+    rng = np.random.default_rng(2)
+    labels = rng.integers(2, size=60)
+    new = LabelledText([("zebra" if y else "quagga") + " the film" for y in labels], labels,
+                       ["negative", "positive"])  # fmt: skip
+    unseen = Split(split.train, split.val, new)
+    assert (tfidf_baseline(unseen, C=10.0)[0] == labels).mean() < 0.8
+    extra = LabelledText(["zebra zebra", "quagga quagga"] * 20, np.array([1, 0] * 20),
+                         ["negative", "positive"])  # fmt: skip
+    assert (tfidf_baseline(unseen, C=10.0, extra=extra)[0] == labels).mean() == 1.0
+    with pytest.raises(ValueError, match=r"labels \['bad', 'good'\] are not the data's"):
+        tfidf_baseline(unseen, C=1.0, extra=LabelledText(["a"], np.array([0]), ["bad", "good"]))
