@@ -309,9 +309,13 @@ def test_cli_finetunes_a_trained_classifier_on_new_data(tmp_path, capsys):
     second = tmp_path / "second"
     capsys.readouterr()
     assert main(["train", "sentiment", "--csv", str(second_csv), "--finetune", str(first),
-                 *sizes, "--out", str(second)]) == 0  # fmt: skip
+                 *sizes[:-1], "--out", str(second)]) == 0  # fmt: skip
     assert "fine-tuning the classifier of" in capsys.readouterr().out
-    assert "(fine-tuned from first)" in (second / "report.md").read_text()
+    report = (second / "report.md").read_text()
+    assert "(fine-tuned from first)" in report
+    # the baselines: on this data alone, and with the first run's data too, as the LSTM had
+    assert "| TF-IDF + logistic regression (C=" in report
+    assert "| TF-IDF + logistic regression, the first run's training part added (C=" in report
     tuned, tuned_vocab, _ = load_sentiment_model(second)
     assert tuned_vocab.tokens == vocab.tokens
     # three Adam steps of 2e-3 from the run's weights (a fresh start would be ~0.35 away)
@@ -352,3 +356,33 @@ def test_tfidf_baseline_learns_and_takes_extra_labelled_texts():
     assert (tfidf_baseline(unseen, C=10.0, extra=extra)[0] == labels).mean() == 1.0
     with pytest.raises(ValueError, match=r"labels \['bad', 'good'\] are not the data's"):
         tfidf_baseline(unseen, C=1.0, extra=LabelledText(["a"], np.array([0]), ["bad", "good"]))
+
+
+def test_report_times_the_classifier_without_the_baseline(tmp_path, monkeypatch):
+    """Regression: the "(training N s)" of report.md (the results table's training column)
+    included the TF-IDF baseline's fits, a minute or more on IMDB."""
+    import re
+    import time
+
+    import pandas as pd
+
+    import lstm.tasks.sentiment as task
+
+    data = toy_reviews(200)
+    f = tmp_path / "r.csv"
+    pd.DataFrame({"text": data.texts, "label": data.labels}).to_csv(f, index=False)
+    real, called = task.tfidf_baseline, []
+
+    def slow_baseline(*args, **kwargs):
+        called.append(time.perf_counter())
+        time.sleep(5.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(task, "tfidf_baseline", slow_baseline)
+    argv = ["train", "sentiment", "--csv", str(f), "--embed", "8", "--hidden", "8", "--steps",
+            "2", "--no-progress", "--out", str(tmp_path / "run")]  # fmt: skip
+    start = time.perf_counter()
+    assert main(argv) == 0
+    title = (tmp_path / "run" / "report.md").read_text().splitlines()[0]
+    reported = int(re.search(r"\(training (\d+) s\)", title).group(1))
+    assert reported <= called[0] - start + 1, title  # the 5 s sleep came after it

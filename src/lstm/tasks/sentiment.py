@@ -565,6 +565,7 @@ def run_train(args) -> int:
     run = train_classifier(split, config, train_config, vocab=vocab, max_len=args.max_len,
                            batch_size=args.batch, pretrained=pretrained, initial=initial,
                            out_dir=out, source=source)  # fmt: skip
+    seconds = time.perf_counter() - t0  # the classifier's training and scoring, no baseline
     label = args.cell.upper() + (" (LM pre-trained)" if pretrained else "")
     label += f" (fine-tuned from {Path(args.finetune).name})" if initial else ""
     rows = {label: run.test}
@@ -573,11 +574,34 @@ def run_train(args) -> int:
         rows[f"TF-IDF + logistic regression (C={C:g})"] = report_metrics(
             split.test.labels, pred, config.num_classes
         )
+        first = _finetune_data(args.finetune, source, data.label_names) if initial else None
+        if first is not None:  # the fine-tuned classifier saw that data too: so does this one
+            what, extra = first
+            pred, _, C = tfidf_baseline(split, extra=extra)
+            rows[f"TF-IDF + logistic regression, {what} added (C={C:g})"] = report_metrics(
+                split.test.labels, pred, config.num_classes
+            )
     md = write_report(out, rows, f"{name}: test part of the fixed 80/20 split "
-                      f"(training {time.perf_counter() - t0:.0f} s)", data.label_names)  # fmt: skip
+                      f"(training {seconds:.0f} s)", data.label_names)  # fmt: skip
     print(md)
     print(f"[sentiment] checkpoint {out / 'checkpoints'}; report {out / 'report.md'}")
     return 0
+
+
+def _finetune_data(run_dir, source: dict, label_names: list[str]):
+    """``(name, texts)``: the labelled texts the classifier of ``run_dir`` was trained on (the
+    training and validation parts of its data's fixed split), for the baseline of a run
+    fine-tuned from it; ``None`` when they are unknown, this run's own, or labelled otherwise."""
+    d = ckpt.load_task_checkpoint(run_dir, TASK, "a sentiment classifier")[1].get("data") or {}
+    if not d or d == source:
+        return None
+    first, _ = load_sentiment_data(d.get("dataset"), d.get("csv"), d.get("text_col", "text"),
+                                   d.get("label_col", "label"), d.get("aclimdb"))  # fmt: skip
+    if list(first.label_names) != list(label_names):
+        return None
+    what = {"imdb": "IMDB", "rt": "Rotten Tomatoes"}.get(d.get("dataset"))
+    what = f"{what} training part" if what else "the first run's training part"
+    return what, split_dataset(first).train_full
 
 
 def add_predict_arguments(p) -> None:
