@@ -279,3 +279,44 @@ def test_build_key_separates_checkouts_of_the_same_sources(tmp_path):
         (tmp_path / name).write_bytes((here / name).read_bytes())
     assert cpu._build_key(tmp_path) != cpu._build_key(here)
     assert cpu._build_key(here) == cpu._build_key()
+
+
+def test_small_calls_on_one_thread_give_the_threads_back():
+    """With every call counted small (LSTM_CPU_ONE_THREAD_BELOW huge), each runs on the calling
+    thread alone, gives the same gradients (LSTM, GRU, RNN against lstm.bptt), and leaves torch's
+    thread count as it found it. A process of its own: the threshold is read once."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import torch, lstm
+from lstm import bptt
+from lstm.kernels import cpu
+torch.set_num_threads(2)
+torch.manual_seed(0)
+for fn, ref, G in ((cpu.lstm, bptt.lstm_sequence, 4), (cpu.gru, bptt.gru_sequence, 3),
+                   (cpu.rnn, bptt.rnn_sequence, 1)):
+    x = torch.randn(6, 40, 10, dtype=torch.float64)
+    h0 = torch.randn(40, 48, dtype=torch.float64)
+    w = [torch.randn(G * 48, 10, dtype=torch.float64) * 0.3,
+         torch.randn(G * 48, 48, dtype=torch.float64) * 0.3]
+    if G == 4:
+        args = [x, h0, torch.randn(40, 48, dtype=torch.float64), *w, None, None, None]
+    else:
+        args = [x, h0, *w, None, None] if G == 3 else [x, h0, *w, None, None]
+    grads = []
+    for f in (fn, ref):
+        inputs = [a.clone().requires_grad_() if a is not None else None for a in args]
+        outs = f(*inputs)
+        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+        sum(o.sum() for o in outs if o is not None).backward()
+        grads.append([a.grad for a in inputs if a is not None])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    assert torch.get_num_threads() == 2, torch.get_num_threads()
+print("ok")
+"""
+    env = {**os.environ, "LSTM_CPU_ONE_THREAD_BELOW": "1e12"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
