@@ -18,11 +18,6 @@
 #include <string>
 #include <vector>
 
-// The default of LSTM_CPU_ONE_THREAD_BELOW (see OneThreadIfSmall).
-#ifndef LSTMK_ONE_THREAD_BELOW_MFLOP
-#define LSTMK_ONE_THREAD_BELOW_MFLOP 0.0
-#endif
-
 // ---------------------------------------------------------------------------------------------
 // BLAS. torch's CPU build carries a BLAS (MKL on x86) exporting the Fortran symbols; a weak
 // reference finds it without a link-time dependency. Where it is absent the calls go through
@@ -137,60 +132,6 @@ bool blas_linked() { return have_blas<float>() && have_blas<double>(); }
 
 using OptTensor = c10::optional<at::Tensor>;
 
-// ---------------------------------------------------------------------------------------------
-// Small calls run on the calling thread alone. Each GEMM or large copy torch makes inside a call
-// (the input projection, the transposed weights, the weight gradients) may wake torch's other
-// threads (an OpenMP team, MKL's); for a call of little work that costs more than it saves.
-// Below LSTM_CPU_ONE_THREAD_BELOW megaflops (the call's GEMM work) a call sets this thread's
-// OpenMP team size and MKL's thread-local count to one, and puts both back when it returns.
-// The symbols are those torch already loaded (weak: absent, nothing is changed).
-// ---------------------------------------------------------------------------------------------
-
-}  // namespace lstmk
-extern "C" {
-void omp_set_num_threads(int) __attribute__((weak));
-int omp_get_max_threads() __attribute__((weak));
-// MKL's C name (mkl_service.h maps mkl_set_num_threads_local to it; the lower-case symbol is
-// the Fortran one, which takes a pointer).
-int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
-}
-namespace lstmk {
-
-static double one_thread_below_flops() {
-  static const double value = [] {
-    const char* given = std::getenv("LSTM_CPU_ONE_THREAD_BELOW");
-    return 1e6 * (given ? std::atof(given) : LSTMK_ONE_THREAD_BELOW_MFLOP);
-  }();
-  return value;
-}
-
-class OneThreadIfSmall {
- public:
-  explicit OneThreadIfSmall(double flops) {
-    if (flops >= one_thread_below_flops()) return;
-    if (omp_get_max_threads && omp_set_num_threads && omp_get_max_threads() > 1) {
-      omp_previous_ = omp_get_max_threads();
-      omp_set_num_threads(1);
-    }
-    if (MKL_Set_Num_Threads_Local) mkl_previous_ = MKL_Set_Num_Threads_Local(1);
-  }
-  ~OneThreadIfSmall() {
-    if (omp_previous_ > 1) omp_set_num_threads(omp_previous_);
-    if (mkl_previous_ >= 0) MKL_Set_Num_Threads_Local(mkl_previous_);
-  }
-  OneThreadIfSmall(const OneThreadIfSmall&) = delete;
-  OneThreadIfSmall& operator=(const OneThreadIfSmall&) = delete;
-
- private:
-  int omp_previous_ = 0;
-  int mkl_previous_ = -1;  // 0 is MKL's "back to the global setting"
-};
-
-// The GEMM flops of one forward over T steps of B rows: input projection and recurrence.
-static double forward_flops(int64_t T, int64_t B, int64_t I, int64_t P, int64_t G) {
-  return 2.0 * double(T) * double(B) * double(I + P) * double(G);
-}
-
 static void check_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype,
                          int64_t dim) {
   TORCH_CHECK(t.device().is_cpu(), "cpu backend: ", name, " must be a CPU tensor, got ",
@@ -261,7 +202,6 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
                   h0_.size(0) == B && c0_.size(0) == B && w_ih.size(0) == 4 * H &&
                   w_ih.size(1) == x_.size(2) && (!has(w_hr) || w_hr->size(1) == H),
               "cpu backend: inconsistent LSTM shapes");
-  OneThreadIfSmall small(forward_flops(T, B, x_.size(2), P, 4 * H));
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
   at::Tensor gates = input_projection(x, w_ih, bias).contiguous();          // (T, B, 4H)
   at::Tensor w_hh_t = w_hh.t().contiguous();                                 // (P, 4H)
@@ -298,7 +238,6 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
   TORCH_CHECK(tanh_c.defined(), "cpu backend: the forward did not save tanh(c)");
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = c0.size(1), P = h0.size(1);
   const int64_t G = 4 * H;
-  OneThreadIfSmall small(2 * forward_flops(T, B, I, P, G));
   OptTensor grad_h = contig(grad_h_), grad_c = contig(grad_c_), grad_gates = contig(grad_gates_);
   OptTensor w_hr = contig(w_hr_);
   at::Tensor w_hh_c = w_hh.contiguous();
@@ -355,7 +294,6 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& x_, const at::Tensor& h0_,
   TORCH_CHECK(w_hh.size(0) == 3 * H && w_ih.size(0) == 3 * H && h0_.size(1) == H &&
                   h0_.size(0) == B && w_ih.size(1) == x_.size(2),
               "cpu backend: inconsistent GRU shapes");
-  OneThreadIfSmall small(forward_flops(T, B, x_.size(2), H, 3 * H));
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor gates = input_projection(x, w_ih, b_ih).contiguous();  // (T, B, 3H)
   at::Tensor w_hh_t = w_hh.t().contiguous();                         // (H, 3H)
@@ -387,7 +325,6 @@ std::vector<at::Tensor> gru_backward(const OptTensor& grad_h_, const OptTensor& 
   TORCH_CHECK(needs.size() == 6, "cpu backend: gru_backward needs 6 flags");
   TORCH_CHECK(gh_n.defined(), "cpu backend: the forward did not save W_hn h + b_hn");
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1), G = 3 * H;
-  OneThreadIfSmall small(2 * forward_flops(T, B, I, H, G));
   OptTensor grad_h = contig(grad_h_), grad_gates = contig(grad_gates_);
   at::Tensor w_hh_c = w_hh.contiguous(), h0_c = h0.contiguous();
   at::Tensor m = mask_2d(mask, T, B);
@@ -440,7 +377,6 @@ at::Tensor rnn_forward(const at::Tensor& x_, const at::Tensor& h0_, const at::Te
   TORCH_CHECK(w_hh.size(0) == H && w_ih.size(0) == H && h0_.size(1) == H && h0_.size(0) == B &&
                   w_ih.size(1) == x_.size(2),
               "cpu backend: inconsistent RNN shapes");
-  OneThreadIfSmall small(forward_flops(T, B, x_.size(2), H, H));
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor pre = input_projection(x, w_ih, bias).contiguous();  // (T, B, H)
   at::Tensor w_hh_t = w_hh.t().contiguous();
@@ -464,7 +400,6 @@ std::vector<at::Tensor> rnn_backward(const OptTensor& grad_h_, const at::Tensor&
   TORCH_CHECK(needs.size() == 5, "cpu backend: rnn_backward needs 5 flags");
   const bool relu = is_relu(nonlinearity);
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
-  OneThreadIfSmall small(2 * forward_flops(T, B, I, H, H));
   OptTensor grad_h = contig(grad_h_);
   at::Tensor w_hh_c = w_hh.contiguous(), h0_c = h0.contiguous();
   at::Tensor m = mask_2d(mask, T, B);
