@@ -25,6 +25,8 @@ from pathlib import Path
 
 from _runs import ROOT, arguments, run_unless_done, write_results
 
+from lstm.tasks.sentiment import DATASET_NAMES
+
 SCRATCH = "--embed 128 --hidden 128 --word-dropout 0.3 --dropout 0.5"
 PRE = "--embed 128 --hidden 256 --word-dropout 0.1 --dropout 0.5 --lr 1e-3"
 CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "transformer": "Transformer"}
@@ -79,7 +81,6 @@ ROWS = {
         f"--cell lstm {SCRATCH} --epochs 4 --lr 2e-3 --finetune runs/imdb-lstm-e6",
     ),
 }
-NAMES = {"rt": "Rotten Tomatoes", "imdb": "IMDB"}
 
 
 def command(name: str, threads: int) -> list[str]:
@@ -91,7 +92,7 @@ def command(name: str, threads: int) -> list[str]:
 def table(out: Path) -> None:
     results, lines = {}, []
     for data in ("rt", "imdb"):
-        lines += [f"**{NAMES[data]}** (test part of the fixed split)", "",
+        lines += [f"**{DATASET_NAMES[data]}** (test part of the fixed split)", "",
                   "| method | accuracy | F1 | run | classifier training |",
                   "|---|---|---|---|---|"]  # fmt: skip
         baselines = {}

@@ -501,9 +501,7 @@ def fit(
         by_epochs = config.epochs * per_epoch
         total_steps = by_epochs if total_steps is None else min(total_steps, by_epochs)
 
-    def fraction() -> float:
-        if total_steps is not None:
-            return progress.step / total_steps
+    def fraction() -> float:  # of the time budget; lr_factor uses it only without total_steps
         if budget is not None:
             return progress.train_seconds / budget
         return 0.0  # epochs of data without a length: constant after warmup

@@ -74,6 +74,7 @@ __all__ = [
 ]
 
 TASK = "sentiment"
+DATASET_NAMES = {"imdb": "IMDB", "rt": "Rotten Tomatoes"}  # --dataset -> the name reports use
 
 
 def load_sentiment_data(
@@ -131,24 +132,24 @@ def tfidf_baseline(
         raise ValueError(f"the extra texts' labels {extra.label_names} are not the data's "
                          f"{split.train.label_names}")  # fmt: skip
 
-    def fit(train: LabelledText, c: float):
+    def vectorize(train: LabelledText):  # once per training set: every C shares it
         texts, labels = list(train.texts), np.asarray(train.labels)
         if extra is not None:
             texts, labels = texts + list(extra.texts), np.concatenate([labels, extra.labels])
         vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-        x = vectorizer.fit_transform(texts)
-        return vectorizer, LogisticRegression(C=c, max_iter=2000).fit(x, labels)
+        return vectorizer, vectorizer.fit_transform(texts), labels
 
     if C is None:
         if not len(split.val):
             raise ValueError("choosing C needs a validation part; give C")
-        scores = []
-        for c in grid:
-            vectorizer, model = fit(split.train, c)
-            pred = model.predict(vectorizer.transform(split.val.texts))
-            scores.append(metrics.accuracy(split.val.labels, pred))
+        vectorizer, x, labels = vectorize(split.train)
+        x_val = vectorizer.transform(split.val.texts)
+        scores = [metrics.accuracy(split.val.labels,
+                                   LogisticRegression(C=c, max_iter=2000).fit(x, labels).predict(x_val))
+                  for c in grid]  # fmt: skip
         C = grid[int(np.argmax(scores))]
-    vectorizer, model = fit(split.train_full, C)
+    vectorizer, x, labels = vectorize(split.train_full)
+    model = LogisticRegression(C=C, max_iter=2000).fit(x, labels)
     probs = model.predict_proba(vectorizer.transform(split.test.texts))
     return probs.argmax(1), probs, float(C)
 
@@ -350,10 +351,11 @@ def train_classifier(
     if pretrained is not None:
         init_from_language_model(model, *pretrained)
     if initial is not None:
-        missing = [k for k in model.state_dict() if k not in initial and not k.startswith("head.")]
-        if missing:
-            raise ValueError(f"the starting weights lack {missing[:3]}: not this classifier's")
-        model.load_state_dict({**model.state_dict(), **initial})
+        keys = model.load_state_dict(initial, strict=False)
+        missing = [k for k in keys.missing_keys if not k.startswith("head.")]
+        if missing or keys.unexpected_keys:
+            raise ValueError(f"the starting weights lack {missing[:3]} and have "
+                             f"{keys.unexpected_keys[:3]}: not this classifier's")  # fmt: skip
     train_batches = _batches(vocab, split.train, max_len, batch_size, True, train_config.seed)
     val_batches = _batches(vocab, split.val if len(split.val) else split.train, max_len, 64, False)
 
@@ -498,10 +500,7 @@ def run_train(args) -> int:
                  ("num_layers", args.layers), ("bidirectional", not args.unidirectional),
                  ("pooling", args.pooling))  # fmt: skip
         asked += (("num_heads", args.heads),) if args.cell == "transformer" else ()
-        for key, given in asked:
-            if getattr(start, key) != given:
-                raise ValueError(f"--finetune {args.finetune!r} has {key} "
-                                 f"{getattr(start, key)!r}, this run asks for {given!r}")  # fmt: skip
+        _check_sizes("--finetune", args.finetune, dataclasses.asdict(start), asked)
         print(f"[sentiment] fine-tuning the classifier of {args.finetune}: {'; '.join(notes)}")
     elif args.pretrained:
         vocab, forward, backward, lm_model = load_pretrained(args.pretrained)
@@ -509,30 +508,29 @@ def run_train(args) -> int:
         lm_states = [forward] + (
             [backward] if backward is not None and not args.unidirectional else []
         )
-        for key, given in (("embed_size", args.embed), ("hidden_size", args.hidden),
-                           ("num_layers", args.layers), ("cell", args.cell)):  # fmt: skip
-            if lm_model[key] != given:
-                raise ValueError(f"--pretrained {args.pretrained!r} has {key} "
-                                 f"{lm_model[key]!r}, this run asks for {given!r}")  # fmt: skip
+        _check_sizes("--pretrained", args.pretrained, lm_model,
+                     (("embed_size", args.embed), ("hidden_size", args.hidden),
+                      ("num_layers", args.layers), ("cell", args.cell)))  # fmt: skip
     elif args.pretrain_minutes > 0:
         corpus = pretraining_corpus(args.pretrain_corpus, split)
         vocab = build_vocab(corpus, args.min_count, args.max_vocab)  # it holds the train texts
     else:
         vocab = build_vocab(split.train.texts, args.min_count, args.max_vocab)
-    config = ClassifierConfig(
-        vocab_size=len(vocab), num_classes=len(data.label_names), cell=args.cell,
-        embed_size=args.embed, hidden_size=args.hidden, num_layers=args.layers,
-        bidirectional=not args.unidirectional, pooling=args.pooling, dropout=args.dropout,
-        embed_dropout=args.word_dropout, backend=args.backend, num_heads=args.heads,
-    )  # fmt: skip
     if args.finetune:  # the run's architecture (checked above), this run's regularization
         config = dataclasses.replace(start, dropout=args.dropout, embed_dropout=args.word_dropout,
                                      backend=args.backend)  # fmt: skip
+    else:
+        config = ClassifierConfig(
+            vocab_size=len(vocab), num_classes=len(data.label_names), cell=args.cell,
+            embed_size=args.embed, hidden_size=args.hidden, num_layers=args.layers,
+            bidirectional=not args.unidirectional, pooling=args.pooling, dropout=args.dropout,
+            embed_dropout=args.word_dropout, backend=args.backend, num_heads=args.heads,
+        )  # fmt: skip
     train_config = train_config_from(args)
     train_config.carry_state = False
     if train_config.eval_every is None:
         train_config.eval_every = max(1, len(split.train) // args.batch // 2)
-    name = {"imdb": "IMDB", "rt": "Rotten Tomatoes"}.get(source.get("dataset"), "data")
+    name = DATASET_NAMES.get(source.get("dataset"), "data")
     print(f"[sentiment] {name}: train {len(split.train):,}, validation {len(split.val):,}, "
           f"test {len(split.test):,}; vocabulary {len(vocab):,} words")  # fmt: skip
     out = Path(args.out)
@@ -592,16 +590,26 @@ def _finetune_data(run_dir, source: dict, label_names: list[str]):
     """``(name, texts)``: the labelled texts the classifier of ``run_dir`` was trained on (the
     training and validation parts of its data's fixed split), for the baseline of a run
     fine-tuned from it; ``None`` when they are unknown, this run's own, or labelled otherwise."""
-    d = ckpt.load_task_checkpoint(run_dir, TASK, "a sentiment classifier")[1].get("data") or {}
+    meta = ckpt.load_json(ckpt.find_checkpoint(run_dir, "BEST") / ckpt.CONFIG)  # no tensors
+    d = meta.get("data") or {}
     if not d or d == source:
         return None
     first, _ = load_sentiment_data(d.get("dataset"), d.get("csv"), d.get("text_col", "text"),
                                    d.get("label_col", "label"), d.get("aclimdb"))  # fmt: skip
     if list(first.label_names) != list(label_names):
         return None
-    what = {"imdb": "IMDB", "rt": "Rotten Tomatoes"}.get(d.get("dataset"))
+    what = DATASET_NAMES.get(d.get("dataset"))
     what = f"{what} training part" if what else "the first run's training part"
     return what, split_dataset(first).train_full
+
+
+def _check_sizes(option: str, run: str, stored: dict, asked) -> None:
+    """A clear error when a size this run asks for (``asked``: ``(key, value)`` pairs) is not the
+    one ``stored`` in the run that ``option`` starts it from."""
+    for key, given in asked:
+        if stored[key] != given:
+            raise ValueError(f"{option} {run!r} has {key} {stored[key]!r}, this run asks for "
+                             f"{given!r}")  # fmt: skip
 
 
 def add_predict_arguments(p) -> None:
