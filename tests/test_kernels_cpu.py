@@ -67,14 +67,19 @@ def _grad_inputs(args):
     ]
 
 
-# Random configurations: (T, B, I, H, P, bias, ragged). B = 1, 2, 3 and 5 run the register tiles of
-# every row count, B = 40 with H = 48 runs the BLAS path; H = 9 and 20 leave partial vectors.
+# Random configurations: (T, B, I, H, P, bias, ragged). B = 1, 2, 3, 5 and 8 run the register tiles
+# of every row count, B = 40 with H = 48 runs the BLAS path; H = 9 and 20 leave partial vectors. The
+# last two have per-step products of over 32K multiply-adds: with two or more torch threads their
+# columns are split among the threads (a slice ending in a partial tile included).
 CONFIGS = [
     (5, 1, 3, 4, None, True, False),
     (7, 2, 5, 9, None, False, True),
     (6, 3, 4, 20, 7, True, True),
     (4, 5, 6, 8, 3, True, False),
+    (4, 8, 5, 12, 6, True, True),
     (3, 40, 10, 48, None, True, True),
+    (4, 1, 6, 100, None, True, False),
+    (5, 3, 4, 72, 40, True, True),
 ]
 
 
@@ -130,6 +135,31 @@ def test_lstm_gradients_match_handwritten_bptt(T, B, I, H, P, bias, ragged):
         grads.append([a.grad for a in inputs if a is not None and a.is_floating_point()])
     for ours, ref in zip(*grads):
         torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_threaded_steps_give_the_same_bits_as_one_thread(cell):
+    """Each thread owns whole columns of the step's product and sums over k in the same order as
+    one thread does, so the thread count changes nothing, forward or backward."""
+    make = {"lstm": _lstm_args, "gru": _gru_args, "rnn": _rnn_args}[cell]
+    args = make(6, 1, 8, 160, ragged=False, seed=5)
+    fn = getattr(cpu, cell)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert cpu.load_extension().step_threads(160 * 640, 20) == threads
+            inputs = _grad_inputs(args)
+            outs = fn(*inputs)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            sum(o.sum() for o in outs).backward()
+            grads = [a.grad for a in inputs if a is not None and a.is_floating_point()]
+            results.append([o.detach() for o in outs] + grads)
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
 
 
 def test_float32_stays_within_1e5_of_float64_after_1000_steps():

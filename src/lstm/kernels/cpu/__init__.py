@@ -31,7 +31,10 @@ __all__ = ["backend", "build_error", "gru", "load_extension", "lstm", "rnn"]
 
 _SOURCES = ("recurrent.cpp", "kernels.h")
 # -O3 vectorizes the loops; no -march: the AVX2 copy is chosen at run time (see recurrent.cpp).
-_CFLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math"]
+_CFLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
+# -fopenmp links libgomp.so.1: the copy torch already loaded (same soname), so the per-step
+# products share torch's thread team and torch.set_num_threads.
+_LDFLAGS = ["-fopenmp"]
 
 _ext: ModuleType | None = None
 _error: str | None = None
@@ -46,7 +49,7 @@ def _build_key(here: Path | None = None) -> str:
     digest = hashlib.sha256()
     for name in _SOURCES:
         digest.update((here / name).read_bytes())
-    digest.update(" ".join(_CFLAGS).encode())
+    digest.update(" ".join(_CFLAGS + _LDFLAGS).encode())
     digest.update(torch.__version__.encode())
     digest.update(sys.version.encode())
     digest.update(str(here.resolve()).encode())
@@ -73,6 +76,7 @@ def _build() -> ModuleType:
         name=f"lstm_cpu_{key}",
         sources=[str(here / "recurrent.cpp")],
         extra_cflags=_CFLAGS,
+        extra_ldflags=_LDFLAGS,
         extra_include_paths=[str(here)],
         build_directory=str(build_dir),
         verbose=False,

@@ -102,6 +102,29 @@ struct GruBackward {
   T* dh_next;           // (B, H) scratch
 };
 
+// How many threads a per-step product of `macs` multiply-adds over `blocks` column tiles runs
+// on: torch's thread count once it has at least LSTM_CPU_PARALLEL_MIN multiply-adds (default
+// below), one inside another parallel region or for small products.
+inline int step_threads(int64_t macs, int64_t blocks) {
+  static const int64_t minimum = [] {
+    const char* v = std::getenv("LSTM_CPU_PARALLEL_MIN");
+    return v ? std::atoll(v) : int64_t(1) << 15;
+  }();
+  if (macs < minimum || blocks < 2 || omp_in_parallel()) return 1;
+  return (int)std::min<int64_t>(omp_get_max_threads(), blocks);
+}
+
+// The largest slice of weights (bytes per thread) the register tiles take at 4 <= B <= 32:
+// LSTM_CPU_SMALL_KB, by default one Zen 3 core's L2 (512 KB; measured against MKL at B=16,
+// H=256, docs/performance.md experiment 5).
+inline int64_t small_weight_bytes() {
+  static const int64_t bytes = [] {
+    const char* v = std::getenv("LSTM_CPU_SMALL_KB");
+    return (v ? std::atoll(v) : 512) << 10;
+  }();
+  return bytes;
+}
+
 }  // namespace lstmk
 #endif  // LSTMK_KERNEL_ARGS
 
@@ -174,7 +197,7 @@ inline void gemm_tile(int64_t K, const T* __restrict A, int64_t lda, const T* __
   typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
   constexpr int64_t L = 32 / sizeof(T);
   V acc[MR][NV];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v)
@@ -184,14 +207,14 @@ inline void gemm_tile(int64_t K, const T* __restrict A, int64_t lda, const T* __
     V wv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) wv[v] = *(const V*)(w + v * L);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
       const T am = A[m * lda + k];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[m][v] += am * wv[v];
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) *(V*)(C + m * ldc + v * L) = acc[m][v];
@@ -202,7 +225,7 @@ template <typename T, int MR>
 inline void gemm_rows(int64_t N, int64_t K, const T* A, int64_t lda, const T* W, int64_t ldw,
                       bool accumulate, T* C, int64_t ldc) {
   constexpr int64_t L = 32 / sizeof(T);
-  constexpr int NV = MR == 1 ? 8 : 4;  // 8 to 12 accumulators
+  constexpr int NV = MR == 1 ? 8 : MR >= 6 ? 2 : 4;  // 8 to 12 accumulators
   int64_t n0 = 0;
   for (; n0 + NV * L <= N; n0 += NV * L)
     gemm_tile<T, MR, NV>(K, A, lda, W + n0, ldw, accumulate, C + n0, ldc);
@@ -219,20 +242,49 @@ template <typename T>
 inline void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* W,
                        int64_t ldw, bool accumulate, T* C, int64_t ldc) {
   int64_t m = 0;
+  // Six rows against two vectors of columns read each W vector once per six rows: half the
+  // traffic of three rows against four, for the slices that do not stay in L2.
+  for (; m + 6 <= M; m += 6)
+    gemm_rows<T, 6>(N, K, A + m * lda, lda, W, ldw, accumulate, C + m * ldc, ldc);
   for (; m + 3 <= M; m += 3)
     gemm_rows<T, 3>(N, K, A + m * lda, lda, W, ldw, accumulate, C + m * ldc, ldc);
   if (M - m == 2) gemm_rows<T, 2>(N, K, A + m * lda, lda, W, ldw, accumulate, C + m * ldc, ldc);
   if (M - m == 1) gemm_rows<T, 1>(N, K, A + m * lda, lda, W, ldw, accumulate, C + m * ldc, ldc);
 }
 
+// The register tiles on several threads: each thread takes a slice of the columns (whole tiles)
+// and reads only its slice of W, so the weights a step streams are shared among the cores' caches
+// (one core alone is bound by how fast it reads W at B = 1). The team is torch's (the OpenMP
+// runtime torch loaded: torch.set_num_threads sets it), forked per product: cheaper than the
+// arithmetic once a product has step_threads()'s minimum of multiply-adds.
+template <typename T>
+inline void small_gemm_threads(int64_t M, int64_t N, int64_t K, const T* A, const T* W,
+                               bool accumulate, T* C) {
+  constexpr int64_t kBlock = 8 * (32 / sizeof(T));  // the widest tile (one row, 8 vectors)
+  const int64_t blocks = (N + kBlock - 1) / kBlock;
+  if (step_threads(M * N * K, blocks) <= 1)
+    return small_gemm<T>(M, N, K, A, K, W, N, accumulate, C, N);
+  // The whole team, as at::parallel_for does: a num_threads clause that changes the team's size
+  // makes libgomp end and start threads (pytorch/pytorch#32008). Threads beyond the blocks idle.
+#pragma omp parallel
+  {
+    const int64_t team = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t lo = std::min(N, blocks * id / team * kBlock);
+    const int64_t hi = std::min(N, blocks * (id + 1) / team * kBlock);
+    if (hi > lo) small_gemm<T>(M, hi - lo, K, A, K, W + lo, N, accumulate, C + lo, N);
+  }
+}
+
 // C[M, N] (+)= A[M, K] @ W[K, N]: our register tiles where they beat the BLAS (measured with
-// MKL on a Zen 3 core: a few rows, or weights that stay in L2), the BLAS otherwise.
+// MKL on a Zen 3 core: a few rows, or each thread's slice of the weights small enough to stay
+// in its L2), the BLAS otherwise.
 template <typename T>
 inline void step_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* W, bool accumulate,
                       T* C) {
-  const bool small = M <= 3 || (M <= 32 && N * K * (int64_t)sizeof(T) <= (256 << 10));
+  const int64_t slice = N * K * (int64_t)sizeof(T) / step_threads(M * N * K, N);
+  const bool small = M <= 3 || (M <= 32 && slice <= small_weight_bytes());
   if (small)
-    small_gemm<T>(M, N, K, A, K, W, N, accumulate, C, N);
+    small_gemm_threads<T>(M, N, K, A, W, accumulate, C);
   else
     gemm_rowmajor<T>(false, false, M, N, K, A, K, W, N, accumulate ? T(1) : T(0), C, N);
 }

@@ -11,6 +11,9 @@
 #include <ATen/Dispatch.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -595,6 +598,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "lstm's fused CPU kernels: LSTM, GRU and RNN time loops, forward and BPTT";
   m.def("isa", &lstmk::isa, "which copy of the loops runs here: 'avx2' or 'base'");
   m.def("blas_linked", &lstmk::blas_linked, "whether torch's BLAS is called directly");
+  m.def("step_threads", &lstmk::step_threads,
+        "threads a per-step product of `macs` multiply-adds over `blocks` column tiles runs on");
   m.def("lstm_forward", &lstmk::lstm_forward);
   m.def("lstm_backward", &lstmk::lstm_backward);
   m.def("gru_forward", &lstmk::gru_forward);
