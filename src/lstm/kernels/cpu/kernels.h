@@ -114,6 +114,17 @@ inline int step_threads(int64_t macs, int64_t blocks) {
   return (int)std::min<int64_t>(omp_get_max_threads(), blocks);
 }
 
+// Whether a step's pointwise pass splits its B rows over torch's threads: B * H units of at
+// least LSTM_CPU_POINTWISE_MIN (default 4096; at B=64, H=64 the serial pass costs as much as
+// the step's product).
+inline bool rows_in_parallel(int64_t B, int64_t H) {
+  static const int64_t minimum = [] {
+    const char* v = std::getenv("LSTM_CPU_POINTWISE_MIN");
+    return v ? std::atoll(v) : int64_t(4096);
+  }();
+  return B > 1 && B * H >= minimum && !omp_in_parallel() && omp_get_max_threads() > 1;
+}
+
 // The largest slice of weights (bytes per thread) the register tiles take at 4 <= B <= 32:
 // LSTM_CPU_SMALL_KB, by default one Zen 3 core's L2 (512 KB; measured against MKL at B=16,
 // H=256, docs/performance.md experiment 5).
@@ -333,6 +344,7 @@ void lstm_forward(const LstmForward<T>& a) {
     const bool* m = a.mask ? a.mask + t * B : nullptr;
     step_gemm<T>(B, G, P, h_prev, a.w_hh_t, true, z);  // z += h_{t-1} W_hh^T
     T* h_unprojected = a.w_hr_t ? a.h_raw : h;
+#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
     for (int64_t b = 0; b < B; ++b) {
       if (tc)
         lstm_pointwise_forward<T, true>(H, z + b * G, c_prev + b * H, c + b * H,
@@ -422,6 +434,7 @@ void lstm_backward(const LstmBackward<T>& a) {
     const T* tc = a.tanh_c + t * B * H;
     const T* gg = a.grad_gates ? a.grad_gates + t * B * G : nullptr;
     T* dz = a.d_pre + t * B * G;
+#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
     for (int64_t b = 0; b < B; ++b) {
       const bool real = !m || m[b];
       // A padding row skips the step: dC_{t-1} = dC_t (left as it is) and the step itself sees
@@ -491,6 +504,7 @@ void gru_forward(const GruForward<T>& a) {
         for (int64_t j = 0; j < G; ++j) a.gh[b * G + j] = a.b_hh[j];
     step_gemm<T>(B, G, H, h_prev, a.w_hh_t, a.b_hh != nullptr, a.gh);  // gh = h W_hh^T + b_hh
     const bool* m = a.mask ? a.mask + t * B : nullptr;
+#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
     for (int64_t b = 0; b < B; ++b) {
       if (a.gh_n)
         gru_pointwise_forward<T, true>(H, gx + b * G, a.gh + b * G, h_prev + b * H, h + b * H,
@@ -554,6 +568,7 @@ void gru_backward(const GruBackward<T>& a) {
     const T* gg = a.grad_gates ? a.grad_gates + t * B * G : nullptr;
     T* dgx = a.d_gx + t * B * G;
     T* dgh = a.d_gh + t * B * G;
+#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
     for (int64_t b = 0; b < B; ++b) {
       const bool real = !m || m[b];
       if (gg)
@@ -609,6 +624,7 @@ void rnn_backward(int64_t steps, int64_t B, int64_t H, const T* h_all, const T* 
     const bool* m = mask ? mask + t * B : nullptr;
     const T* h = h_all + t * B * H;
     T* dz = d_pre + t * B * H;
+#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
     for (int64_t b = 0; b < B; ++b) {
       const T scale = (!m || m[b]) ? T(1) : T(0);
       for (int64_t j = 0; j < H; ++j) {
