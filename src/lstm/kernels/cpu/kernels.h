@@ -263,25 +263,27 @@ inline void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
   if (M - m == 1) gemm_rows<T, 1>(N, K, A + m * lda, lda, W, ldw, accumulate, C + m * ldc, ldc);
 }
 
-// The register tiles on several threads: each thread takes a slice of the columns (whole tiles)
-// and reads only its slice of W, so the weights a step streams are shared among the cores' caches
-// (one core alone is bound by how fast it reads W at B = 1). The team is torch's (the OpenMP
-// runtime torch loaded: torch.set_num_threads sets it), forked per product: cheaper than the
-// arithmetic once a product has step_threads()'s minimum of multiply-adds.
+// The columns a thread of small_gemm_threads takes at a time: the widest tile (one row, 8 vectors).
+template <typename T>
+constexpr int64_t kThreadBlock = 8 * (32 / sizeof(T));
+
+// The register tiles on `threads` threads (step_threads()): each thread takes a slice of the
+// columns (whole tiles) and reads only its slice of W, so the weights a step streams are shared
+// among the cores' caches (one core alone is bound by how fast it reads W at B = 1). The team is
+// torch's (the OpenMP runtime torch loaded: torch.set_num_threads sets it), forked per product:
+// cheaper than the arithmetic once a product has step_threads()'s minimum of multiply-adds.
 template <typename T>
 inline void small_gemm_threads(int64_t M, int64_t N, int64_t K, const T* A, const T* W,
-                               bool accumulate, T* C) {
-  constexpr int64_t kBlock = 8 * (32 / sizeof(T));  // the widest tile (one row, 8 vectors)
-  const int64_t blocks = (N + kBlock - 1) / kBlock;
-  if (step_threads(M * N * K, blocks) <= 1)
-    return small_gemm<T>(M, N, K, A, K, W, N, accumulate, C, N);
+                               bool accumulate, T* C, int threads) {
+  if (threads <= 1) return small_gemm<T>(M, N, K, A, K, W, N, accumulate, C, N);
+  const int64_t blocks = (N + kThreadBlock<T> - 1) / kThreadBlock<T>;
   // The whole team, as at::parallel_for does: a num_threads clause that changes the team's size
   // makes libgomp end and start threads (pytorch/pytorch#32008). Threads beyond the blocks idle.
 #pragma omp parallel
   {
     const int64_t team = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t lo = std::min(N, blocks * id / team * kBlock);
-    const int64_t hi = std::min(N, blocks * (id + 1) / team * kBlock);
+    const int64_t lo = std::min(N, blocks * id / team * kThreadBlock<T>);
+    const int64_t hi = std::min(N, blocks * (id + 1) / team * kThreadBlock<T>);
     if (hi > lo) small_gemm<T>(M, hi - lo, K, A, K, W + lo, N, accumulate, C + lo, N);
   }
 }
@@ -292,10 +294,11 @@ inline void small_gemm_threads(int64_t M, int64_t N, int64_t K, const T* A, cons
 template <typename T>
 inline void step_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* W, bool accumulate,
                       T* C) {
-  const int64_t slice = N * K * (int64_t)sizeof(T) / step_threads(M * N * K, N);
+  const int threads = step_threads(M * N * K, (N + kThreadBlock<T> - 1) / kThreadBlock<T>);
+  const int64_t slice = N * K * (int64_t)sizeof(T) / threads;  // of W, per thread
   const bool small = M <= 3 || (M <= 32 && slice <= small_weight_bytes());
   if (small)
-    small_gemm_threads<T>(M, N, K, A, W, accumulate, C);
+    small_gemm_threads<T>(M, N, K, A, W, accumulate, C, threads);
   else
     gemm_rowmajor<T>(false, false, M, N, K, A, K, W, N, accumulate ? T(1) : T(0), C, N);
 }
