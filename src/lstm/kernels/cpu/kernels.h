@@ -39,8 +39,8 @@ template <typename T>
 struct LstmForward {
   int64_t steps, batch, hidden, proj;  // T, B, H, P (P = H without projection)
   T* gates;                            // (T, B, 4H) in: x W_ih^T + b; out: i, f, g, o
-  const T* w_hh_t;                     // (P, 4H)    W_hh^T, the per-step GEMM's layout
-  const T* w_hr_t;                     // (H, P)     W_hr^T, or nullptr: no projection
+  const T* w_hh_t;                     // (P, 4H)    W_hh^T in panels (kPanel): the step's layout
+  const T* w_hr_t;                     // (H, P)     W_hr^T in panels, or nullptr: no projection
   const T* h0;                         // (B, P)
   const T* c0;                         // (B, H)
   const bool* mask;                    // (T, B)     false: padding, the state carries; or nullptr
@@ -57,8 +57,8 @@ struct LstmBackward {
   const T* c_all;       // (T, B, H)
   const T* tanh_c;      // (T, B, H)
   const T* c0;          // (B, H)
-  const T* w_hh;        // (4H, P)
-  const T* w_hr;        // (P, H) or nullptr
+  const T* w_hh;        // (4H, P) in panels (kPanel)
+  const T* w_hr;        // (P, H) in panels, or nullptr
   const bool* mask;     // (T, B) or nullptr
   const T* grad_h;      // (T, B, P) or nullptr: dL/dh_all
   const T* grad_c;      // (T, B, H) or nullptr: dL/dc_all
@@ -76,7 +76,7 @@ template <typename T>
 struct GruForward {
   int64_t steps, batch, hidden;
   T* gates;          // (T, B, 3H) in: x W_ih^T + b_ih; out: r, z, n
-  const T* w_hh_t;   // (H, 3H)
+  const T* w_hh_t;   // (H, 3H) in panels (kPanel)
   const T* b_hh;     // (3H) or nullptr
   const T* h0;       // (B, H)
   const bool* mask;  // (T, B) or nullptr
@@ -92,7 +92,7 @@ struct GruBackward {
   const T* h_all;       // (T, B, H)
   const T* h0;          // (B, H)
   const T* gh_n;        // (T, B, H)
-  const T* w_hh;        // (3H, H)
+  const T* w_hh;        // (3H, H) in panels (kPanel)
   const bool* mask;     // (T, B) or nullptr
   const T* grad_h;      // (T, B, H) or nullptr
   const T* grad_gates;  // (T, B, 3H) or nullptr
@@ -125,16 +125,11 @@ inline bool rows_in_parallel(int64_t B, int64_t H) {
   return B > 1 && B * H >= minimum && !omp_in_parallel() && omp_get_max_threads() > 1;
 }
 
-// The largest slice of weights (bytes per thread) the register tiles take at 4 <= B <= 32:
-// LSTM_CPU_SMALL_KB, by default one Zen 3 core's L2 (512 KB; measured against MKL at B=16,
-// H=256, docs/performance.md experiment 5).
-inline int64_t small_weight_bytes() {
-  static const int64_t bytes = [] {
-    const char* v = std::getenv("LSTM_CPU_SMALL_KB");
-    return (v ? std::atoll(v) : 512) << 10;
-  }();
-  return bytes;
-}
+// The per-step products read their weights in panels of kPanel<T> columns (64 bytes: two AVX
+// vectors, 16 floats or 8 doubles): W[K, N] as ceil(N / kPanel) blocks of (K, kPanel), each
+// contiguous, the last one zero-padded (recurrent.cpp's pack_panels; step_gemm below).
+template <typename T>
+constexpr int64_t kPanel = 64 / sizeof(T);
 
 }  // namespace lstmk
 #endif  // LSTMK_KERNEL_ARGS
@@ -193,114 +188,158 @@ struct Act<double> {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Small GEMM for the per-step products when the batch is tiny (B = 1 is the streaming case):
-// C[M, N] (+)= A[M, K] @ W[K, N], all row-major, W in "axpy" layout so that the inner loop runs
-// along contiguous rows of W with a register tile of accumulators. A BLAS call costs more than
-// the arithmetic at these sizes. (Auto-vectorization kept the tile in memory: hence the vector
-// types, which also compile on any GCC/Clang target.)
+// The per-step product C[M, N] (+)= A[M, K] @ W[K, N]: A is the batch's state (M = B rows, a few
+// to a few dozen), W a weight matrix fixed for the whole call, packed once by recurrent.cpp's
+// pack_panels into panels of kPanel<T> columns (two AVX vectors; see kPanel). For each panel every
+// tile of rows runs its whole k loop with the accumulators in registers, reading the panel
+// sequentially: the panel (K x 64 bytes, 32 KB at K = 512) stays in L1 while all the batch's rows
+// pass over it, so W is read from L2/L3 once per step, and never with a stride. A BLAS call
+// repacks W on every call (MKL reaches 90-140 GFLOP/s on these shapes on this machine, the tiles
+// 150-190; docs/performance.md, experiment 7). (Auto-vectorization kept the tile in memory: hence
+// the vector types, which also compile on any GCC/Clang target.)
 // ---------------------------------------------------------------------------------------------
 
-// MR rows of C against a tile of NV vectors of columns: MR * NV accumulators stay in registers
-// while k runs, each W vector loaded once feeds MR rows.
-template <typename T, int MR, int NV>
-inline void gemm_tile(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict W,
-                      int64_t ldw, bool accumulate, T* __restrict C, int64_t ldc) {
+// MR rows of C against one panel: MR x 2 vector accumulators stay in registers while k runs;
+// each panel row (two vectors) loaded once feeds MR rows. For MR >= 4 there are enough
+// independent sums to keep both FMA pipes busy.
+template <typename T, int MR>
+inline void panel_tile(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict panel,
+                       bool accumulate, T* __restrict C, int64_t ldc) {
   typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
   constexpr int64_t L = 32 / sizeof(T);
-  V acc[MR][NV];
+  V acc[MR][2];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v)
+#pragma GCC unroll 2
+    for (int v = 0; v < 2; ++v)
       acc[m][v] = accumulate ? *(const V*)(C + m * ldc + v * L) : V{} * T(0);
   for (int64_t k = 0; k < K; ++k) {
-    const T* w = W + k * ldw;
-    V wv[NV];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) wv[v] = *(const V*)(w + v * L);
+    const V w0 = *(const V*)(panel + k * 2 * L), w1 = *(const V*)(panel + k * 2 * L + L);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
       const T am = A[m * lda + k];
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[m][v] += am * wv[v];
+      acc[m][0] += am * w0;
+      acc[m][1] += am * w1;
     }
   }
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) *(V*)(C + m * ldc + v * L) = acc[m][v];
+#pragma GCC unroll 2
+    for (int v = 0; v < 2; ++v) *(V*)(C + m * ldc + v * L) = acc[m][v];
 }
 
-// C[M, N] (+)= A[M, K] @ W[K, N] for MR rows at a time (any N).
+// The same for 1 to 3 rows: too few sums to hide the FMA latency, so the k loop runs U = 4 (one
+// row) or 2 interleaved sets of accumulators, added at the end.
 template <typename T, int MR>
-inline void gemm_rows(int64_t N, int64_t K, const T* A, int64_t lda, const T* W, int64_t ldw,
-                      bool accumulate, T* C, int64_t ldc) {
+inline void panel_tile_split(int64_t K, const T* __restrict A, int64_t lda,
+                             const T* __restrict panel, bool accumulate, T* __restrict C,
+                             int64_t ldc) {
+  typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
   constexpr int64_t L = 32 / sizeof(T);
-  constexpr int NV = MR == 1 ? 8 : MR >= 6 ? 2 : 4;  // 8 to 12 accumulators
-  int64_t n0 = 0;
-  for (; n0 + NV * L <= N; n0 += NV * L)
-    gemm_tile<T, MR, NV>(K, A, lda, W + n0, ldw, accumulate, C + n0, ldc);
-  for (; n0 + L <= N; n0 += L) gemm_tile<T, MR, 1>(K, A, lda, W + n0, ldw, accumulate, C + n0, ldc);
-  for (; n0 < N; ++n0)
+  constexpr int U = MR == 1 ? 4 : 2;
+  V acc[U][MR][2];
+#pragma GCC unroll 4
+  for (int u = 0; u < U; ++u)
+#pragma GCC unroll 3
+    for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 2
+      for (int v = 0; v < 2; ++v)
+        acc[u][m][v] = (u == 0 && accumulate) ? *(const V*)(C + m * ldc + v * L) : V{} * T(0);
+  int64_t k = 0;
+  for (; k + U <= K; k += U) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      const T* w = panel + (k + u) * 2 * L;
+      const V w0 = *(const V*)w, w1 = *(const V*)(w + L);
+#pragma GCC unroll 3
+      for (int m = 0; m < MR; ++m) {
+        const T am = A[m * lda + k + u];
+        acc[u][m][0] += am * w0;
+        acc[u][m][1] += am * w1;
+      }
+    }
+  }
+  for (; k < K; ++k) {
+    const V w0 = *(const V*)(panel + k * 2 * L), w1 = *(const V*)(panel + k * 2 * L + L);
+#pragma GCC unroll 3
     for (int m = 0; m < MR; ++m) {
-      T acc = accumulate ? C[m * ldc + n0] : T(0);
-      for (int64_t k = 0; k < K; ++k) acc += A[m * lda + k] * W[k * ldw + n0];
-      C[m * ldc + n0] = acc;
+      acc[0][m][0] += A[m * lda + k] * w0;
+      acc[0][m][1] += A[m * lda + k] * w1;
+    }
+  }
+#pragma GCC unroll 3
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 2
+    for (int v = 0; v < 2; ++v) {
+      V sum = acc[0][m][v];
+#pragma GCC unroll 4
+      for (int u = 1; u < U; ++u) sum += acc[u][m][v];
+      *(V*)(C + m * ldc + v * L) = sum;
     }
 }
 
-template <typename T>
-inline void small_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* W,
-                       int64_t ldw, bool accumulate, T* C, int64_t ldc) {
-  int64_t m = 0;
-  // Six rows against two vectors of columns read each W vector once per six rows: half the
-  // traffic of three rows against four, for the slices that do not stay in L2.
-  for (; m + 6 <= M; m += 6)
-    gemm_rows<T, 6>(N, K, A + m * lda, lda, W, ldw, accumulate, C + m * ldc, ldc);
-  for (; m + 3 <= M; m += 3)
-    gemm_rows<T, 3>(N, K, A + m * lda, lda, W, ldw, accumulate, C + m * ldc, ldc);
-  if (M - m == 2) gemm_rows<T, 2>(N, K, A + m * lda, lda, W, ldw, accumulate, C + m * ldc, ldc);
-  if (M - m == 1) gemm_rows<T, 1>(N, K, A + m * lda, lda, W, ldw, accumulate, C + m * ldc, ldc);
+// MR rows of C[:, n0 : n0 + cols] against one panel; a panel cut short by N (cols < kPanel)
+// goes through a full-width scratch tile (the packed panel is zero beyond N).
+template <typename T, int MR>
+inline void panel_rows(int64_t K, const T* A, const T* panel, bool accumulate, T* C, int64_t ldc,
+                       int64_t cols) {
+  constexpr int64_t NP = kPanel<T>;
+  auto tile = [&](bool acc, T* c, int64_t ldc_) {
+    if constexpr (MR >= 4)
+      panel_tile<T, MR>(K, A, K, panel, acc, c, ldc_);
+    else
+      panel_tile_split<T, MR>(K, A, K, panel, acc, c, ldc_);
+  };
+  if (cols == NP) return tile(accumulate, C, ldc);
+  T scratch[MR * NP] = {};
+  for (int r = 0; r < MR; ++r)
+    for (int64_t q = 0; q < cols; ++q) scratch[r * NP + q] = accumulate ? C[r * ldc + q] : T(0);
+  tile(true, scratch, NP);
+  for (int r = 0; r < MR; ++r)
+    for (int64_t q = 0; q < cols; ++q) C[r * ldc + q] = scratch[r * NP + q];
 }
 
-// The columns a thread of small_gemm_threads takes at a time: the widest tile (one row, 8 vectors).
+// Panels [p0, p1) of the product, each against every row of A: tiles of 6 rows (4 where 6 would
+// leave 2: 8 = 4 + 4), then 4, then the last 1 to 3 rows.
 template <typename T>
-constexpr int64_t kThreadBlock = 8 * (32 / sizeof(T));
-
-// The register tiles on `threads` threads (step_threads()): each thread takes a slice of the
-// columns (whole tiles) and reads only its slice of W, so the weights a step streams are shared
-// among the cores' caches (one core alone is bound by how fast it reads W at B = 1). The team is
-// torch's (the OpenMP runtime torch loaded: torch.set_num_threads sets it), forked per product:
-// cheaper than the arithmetic once a product has step_threads()'s minimum of multiply-adds.
-template <typename T>
-inline void small_gemm_threads(int64_t M, int64_t N, int64_t K, const T* A, const T* W,
-                               bool accumulate, T* C, int threads) {
-  if (threads <= 1) return small_gemm<T>(M, N, K, A, K, W, N, accumulate, C, N);
-  const int64_t blocks = (N + kThreadBlock<T> - 1) / kThreadBlock<T>;
-  // The whole team, as at::parallel_for does: a num_threads clause that changes the team's size
-  // makes libgomp end and start threads (pytorch/pytorch#32008). Threads beyond the blocks idle.
-#pragma omp parallel
-  {
-    const int64_t team = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t lo = std::min(N, blocks * id / team * kThreadBlock<T>);
-    const int64_t hi = std::min(N, blocks * (id + 1) / team * kThreadBlock<T>);
-    if (hi > lo) small_gemm<T>(M, hi - lo, K, A, K, W + lo, N, accumulate, C + lo, N);
+inline void panel_range(int64_t M, int64_t N, int64_t K, const T* A, const T* panels,
+                        bool accumulate, T* C, int64_t p0, int64_t p1) {
+  constexpr int64_t NP = kPanel<T>;
+  for (int64_t p = p0; p < p1; ++p) {
+    const T* panel = panels + p * K * NP;
+    const int64_t n0 = p * NP, cols = std::min(NP, N - n0);
+    int64_t m = 0;
+    for (; M - m >= 6 && M - m != 8; m += 6)
+      panel_rows<T, 6>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
+    for (; M - m >= 4; m += 4)
+      panel_rows<T, 4>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
+    if (M - m == 3) panel_rows<T, 3>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
+    if (M - m == 2) panel_rows<T, 2>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
+    if (M - m == 1) panel_rows<T, 1>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
   }
 }
 
-// C[M, N] (+)= A[M, K] @ W[K, N]: our register tiles where they beat the BLAS (measured with
-// MKL on a Zen 3 core: a few rows, or each thread's slice of the weights small enough to stay
-// in its L2), the BLAS otherwise.
+// C[M, N] (+)= A[M, K] @ W[K, N], A and C row-major and contiguous, W in panels (pack_panels).
+// From step_threads()'s minimum of work on, the panels are split over torch's OpenMP team (the
+// runtime torch loaded: torch.set_num_threads sets it), forked per product: each thread reads
+// only its share of W, so the weights a step streams are shared among the cores' caches. Every
+// output is computed by one thread in the same order whatever the team's size: one thread and
+// two give the same bits.
 template <typename T>
-inline void step_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* W, bool accumulate,
-                      T* C) {
-  const int threads = step_threads(M * N * K, (N + kThreadBlock<T> - 1) / kThreadBlock<T>);
-  const int64_t slice = N * K * (int64_t)sizeof(T) / threads;  // of W, per thread
-  const bool small = M <= 3 || (M <= 32 && slice <= small_weight_bytes());
-  if (small)
-    small_gemm_threads<T>(M, N, K, A, W, accumulate, C, threads);
-  else
-    gemm_rowmajor<T>(false, false, M, N, K, A, K, W, N, accumulate ? T(1) : T(0), C, N);
+inline void step_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* panels,
+                      bool accumulate, T* C) {
+  if (M == 0 || N == 0) return;
+  const int64_t n_panels = (N + kPanel<T> - 1) / kPanel<T>;
+  if (step_threads(M * N * K, n_panels) <= 1)
+    return panel_range<T>(M, N, K, A, panels, accumulate, C, 0, n_panels);
+  // The whole team, as at::parallel_for does: a num_threads clause that changes the team's size
+  // makes libgomp end and start threads (pytorch/pytorch#32008). Threads beyond the panels idle.
+#pragma omp parallel
+  {
+    const int64_t team = omp_get_num_threads(), id = omp_get_thread_num();
+    panel_range<T>(M, N, K, A, panels, accumulate, C, n_panels * id / team,
+                   n_panels * (id + 1) / team);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,7 +634,7 @@ void gru_backward(const GruBackward<T>& a) {
 
 template <typename T>
 void rnn_forward(int64_t steps, int64_t B, int64_t H, T* pre /* (T, B, H) x W_ih^T + b */,
-                 const T* w_hh_t /* (H, H) */, const T* h0, const bool* mask, bool relu,
+                 const T* w_hh_t /* (H, H), in panels */, const T* h0, const bool* mask, bool relu,
                  T* h_all /* (T, B, H) */) {
   for (int64_t t = 0; t < steps; ++t) {
     const T* h_prev = t == 0 ? h0 : h_all + (t - 1) * B * H;
@@ -617,7 +656,7 @@ void rnn_forward(int64_t steps, int64_t B, int64_t H, T* pre /* (T, B, H) x W_ih
 }
 
 template <typename T>
-void rnn_backward(int64_t steps, int64_t B, int64_t H, const T* h_all, const T* w_hh /* (H, H) */,
+void rnn_backward(int64_t steps, int64_t B, int64_t H, const T* h_all, const T* w_hh /* (H, H), in panels */,
                   const bool* mask, bool relu, const T* grad_h /* (T, B, H) or nullptr */,
                   T* d_pre /* (T, B, H) out */, T* dh /* (B, H) in zeros, out dh0 */,
                   T* dh_skip /* (B, H) scratch */) {

@@ -2,7 +2,7 @@
 // hand-written BPTT backward), and a streaming stepper for one-step-at-a-time inference.
 //
 // Built on first use by lstm/kernels/cpu/__init__.py (torch.utils.cpp_extension.load) and cached.
-// The loops are in kernels.h; this file holds the BLAS binding, the tensor-level entry points
+// The loops are in kernels.h; this file holds the tensor-level entry points
 // (shapes checked, outputs allocated, the big GEMMs before and after the loop) and the bindings.
 
 // ATen and torch's pybind11 casters only (torch/extension.h pulls in the whole C++ frontend and
@@ -20,73 +20,6 @@
 #include <cstring>
 #include <string>
 #include <vector>
-
-// ---------------------------------------------------------------------------------------------
-// BLAS. torch's CPU build carries a BLAS (MKL on x86) exporting the Fortran symbols; a weak
-// reference finds it without a link-time dependency. Where it is absent the calls go through
-// at::mm on tensors wrapping the same memory.
-// ---------------------------------------------------------------------------------------------
-
-extern "C" {
-void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
-            const float*, const int*, const float*, const int*, const float*, float*,
-            const int*) __attribute__((weak));
-void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*,
-            const double*, const int*, const double*, const int*, const double*, double*,
-            const int*) __attribute__((weak));
-}
-
-namespace lstmk {
-
-template <typename T>
-void fortran_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-                  const T* alpha, const T* a, const int* lda, const T* b, const int* ldb,
-                  const T* beta, T* c, const int* ldc);
-template <>
-void fortran_gemm<float>(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-                         const float* alpha, const float* a, const int* lda, const float* b,
-                         const int* ldb, const float* beta, float* c, const int* ldc) {
-  sgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-template <>
-void fortran_gemm<double>(const char* ta, const char* tb, const int* m, const int* n,
-                          const int* k, const double* alpha, const double* a, const int* lda,
-                          const double* b, const int* ldb, const double* beta, double* c,
-                          const int* ldc) {
-  dgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-template <typename T>
-bool have_blas() {
-  return std::is_same<T, float>::value ? sgemm_ != nullptr : dgemm_ != nullptr;
-}
-
-// Row-major C[M, N] = beta * C + op(A) @ op(B), op(A) of shape (M, K), op(B) of shape (K, N).
-template <typename T>
-void gemm_rowmajor(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A,
-                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  if (have_blas<T>()) {
-    // Row-major C = A B is column-major C^T = B^T A^T.
-    const int m = (int)N, n = (int)M, k = (int)K, la = (int)ldb, lb = (int)lda, lc = (int)ldc;
-    const T one = 1;
-    fortran_gemm<T>(trans_b ? "T" : "N", trans_a ? "T" : "N", &m, &n, &k, &one, B, &la, A, &lb,
-                    &beta, C, &lc);
-    return;
-  }
-  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  at::Tensor a = trans_a ? at::from_blob((void*)A, {K, M}, {lda, 1}, opts).t()
-                         : at::from_blob((void*)A, {M, K}, {lda, 1}, opts);
-  at::Tensor b = trans_b ? at::from_blob((void*)B, {N, K}, {ldb, 1}, opts).t()
-                         : at::from_blob((void*)B, {K, N}, {ldb, 1}, opts);
-  at::Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
-  if (beta == T(0))
-    at::mm_out(c, a, b);
-  else
-    c.addmm_(a, b);
-}
-
-}  // namespace lstmk
 
 // The loops, compiled twice: for AVX2+FMA and for any CPU; picked at run time.
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -121,7 +54,6 @@ static bool use_avx2() {
 }
 
 std::string isa() { return use_avx2() ? "avx2" : "base"; }
-bool blas_linked() { return have_blas<float>() && have_blas<double>(); }
 
 #ifdef LSTMK_HAVE_AVX2_COPY
 #define LSTMK_CALL(fn, ...) (use_avx2() ? avx2::fn(__VA_ARGS__) : base::fn(__VA_ARGS__))
@@ -166,6 +98,18 @@ static OptTensor contig(const OptTensor& t) {
   return t->contiguous();
 }
 
+// W (K, N), any strides -> the per-step products' layout (kernels.h, kPanel): ceil(N / kPanel)
+// panels of (K, kPanel), each contiguous, the last one zero-padded. Done once per call (once per
+// Stepper): a copy of the weights, against the T products that read them.
+static at::Tensor pack_panels(const at::Tensor& w) {
+  const int64_t K = w.size(0), N = w.size(1);
+  const int64_t np = w.scalar_type() == at::kDouble ? kPanel<double> : kPanel<float>;
+  const int64_t panels = (N + np - 1) / np;
+  at::Tensor padded = at::zeros({K, panels * np}, w.options());
+  padded.narrow(1, 0, N).copy_(w);
+  return padded.view({K, panels, np}).permute({1, 0, 2}).contiguous();
+}
+
 // x (T, B, I) @ w^T (+ bias): the input projection of every step as one GEMM, (T, B, G).
 static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w, const OptTensor& b) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2);
@@ -207,8 +151,8 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
               "cpu backend: inconsistent LSTM shapes");
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
   at::Tensor gates = input_projection(x, w_ih, bias).contiguous();          // (T, B, 4H)
-  at::Tensor w_hh_t = w_hh.t().contiguous();                                 // (P, 4H)
-  at::Tensor w_hr_t = has(w_hr) ? w_hr->t().contiguous() : at::Tensor();    // (H, P)
+  at::Tensor w_hh_t = pack_panels(w_hh.t());                                 // (P, 4H)
+  at::Tensor w_hr_t = has(w_hr) ? pack_panels(w_hr->t()) : at::Tensor();    // (H, P)
   at::Tensor m = mask_2d(mask, T, B);
   auto opts = x.options();
   at::Tensor h_all = at::empty({T, B, P}, opts), c_all = at::empty({T, B, H}, opts);
@@ -243,7 +187,8 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
   const int64_t G = 4 * H;
   OptTensor grad_h = contig(grad_h_), grad_c = contig(grad_c_), grad_gates = contig(grad_gates_);
   OptTensor w_hr = contig(w_hr_);
-  at::Tensor w_hh_c = w_hh.contiguous();
+  at::Tensor w_hh_c = pack_panels(w_hh);                              // (4H, P)
+  at::Tensor w_hr_c = has(w_hr) ? pack_panels(*w_hr) : at::Tensor();  // (P, H)
   at::Tensor m = mask_2d(mask, T, B);
   auto opts = x.options();
   at::Tensor d_pre = at::empty({T, B, G}, opts);
@@ -255,7 +200,7 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
     LstmBackward<scalar_t> a{T, B, H, P,
                              gates.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
                              tanh_c.data_ptr<scalar_t>(), c0.contiguous().data_ptr<scalar_t>(),
-                             w_hh_c.data_ptr<scalar_t>(), cptr<scalar_t>(w_hr),
+                             w_hh_c.data_ptr<scalar_t>(), ptr<scalar_t>(w_hr_c),
                              m.defined() ? m.data_ptr<bool>() : nullptr,
                              cptr<scalar_t>(grad_h), cptr<scalar_t>(grad_c),
                              cptr<scalar_t>(grad_gates), d_pre.data_ptr<scalar_t>(),
@@ -299,7 +244,7 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& x_, const at::Tensor& h0_,
               "cpu backend: inconsistent GRU shapes");
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor gates = input_projection(x, w_ih, b_ih).contiguous();  // (T, B, 3H)
-  at::Tensor w_hh_t = w_hh.t().contiguous();                         // (H, 3H)
+  at::Tensor w_hh_t = pack_panels(w_hh.t());                         // (H, 3H)
   OptTensor b_hh = contig(b_hh_);
   at::Tensor m = mask_2d(mask, T, B);
   auto opts = x.options();
@@ -329,7 +274,7 @@ std::vector<at::Tensor> gru_backward(const OptTensor& grad_h_, const OptTensor& 
   TORCH_CHECK(gh_n.defined(), "cpu backend: the forward did not save W_hn h + b_hn");
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1), G = 3 * H;
   OptTensor grad_h = contig(grad_h_), grad_gates = contig(grad_gates_);
-  at::Tensor w_hh_c = w_hh.contiguous(), h0_c = h0.contiguous();
+  at::Tensor w_hh_c = pack_panels(w_hh), h0_c = h0.contiguous();
   at::Tensor m = mask_2d(mask, T, B);
   auto opts = x.options();
   at::Tensor d_gx = at::empty({T, B, G}, opts), d_gh = at::empty({T, B, G}, opts);
@@ -382,7 +327,7 @@ at::Tensor rnn_forward(const at::Tensor& x_, const at::Tensor& h0_, const at::Te
               "cpu backend: inconsistent RNN shapes");
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor pre = input_projection(x, w_ih, bias).contiguous();  // (T, B, H)
-  at::Tensor w_hh_t = w_hh.t().contiguous();
+  at::Tensor w_hh_t = pack_panels(w_hh.t());
   at::Tensor m = mask_2d(mask, T, B);
   at::Tensor h_all = at::empty({T, B, H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(dtype, "rnn_forward", [&] {
@@ -404,7 +349,7 @@ std::vector<at::Tensor> rnn_backward(const OptTensor& grad_h_, const at::Tensor&
   const bool relu = is_relu(nonlinearity);
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
   OptTensor grad_h = contig(grad_h_);
-  at::Tensor w_hh_c = w_hh.contiguous(), h0_c = h0.contiguous();
+  at::Tensor w_hh_c = pack_panels(w_hh), h0_c = h0.contiguous();
   at::Tensor m = mask_2d(mask, T, B);
   auto opts = x.options();
   at::Tensor d_pre = at::empty({T, B, H}, opts);
@@ -458,8 +403,8 @@ class Stepper {
     const int64_t gates = w_hh[0].size(0);
     input_size_ = w_ih[0].size(1);
     for (int64_t l = 0; l < layers_; ++l) {
-      w_ih_t_.push_back(w_ih[l].detach().t().contiguous());  // (I_l, G)
-      w_hh_t_.push_back(w_hh[l].detach().t().contiguous());  // (P, G)
+      w_ih_t_.push_back(pack_panels(w_ih[l].detach().t()));  // (I_l, G)
+      w_hh_t_.push_back(pack_panels(w_hh[l].detach().t()));  // (P, G)
       at::Tensor bias = at::zeros({gates}, h.options());
       at::Tensor bias_hh = at::zeros({gates}, h.options());
       if (!b_ih.empty()) {
@@ -472,7 +417,7 @@ class Stepper {
       }
       bias_.push_back(bias);
       bias_hh_.push_back(bias_hh);
-      if (!w_hr.empty()) w_hr_t_.push_back(w_hr[l].detach().t().contiguous());  // (H, P)
+      if (!w_hr.empty()) w_hr_t_.push_back(pack_panels(w_hr[l].detach().t()));  // (H, P)
     }
     z_ = at::empty({batch_, gates}, h.options());
     gh_ = at::empty({batch_, gates}, h.options());
@@ -597,7 +542,6 @@ class Stepper {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "lstm's fused CPU kernels: LSTM, GRU and RNN time loops, forward and BPTT";
   m.def("isa", &lstmk::isa, "which copy of the loops runs here: 'avx2' or 'base'");
-  m.def("blas_linked", &lstmk::blas_linked, "whether torch's BLAS is called directly");
   m.def("step_threads", &lstmk::step_threads,
         "threads a per-step product of `macs` multiply-adds over `blocks` column tiles runs on");
   m.def("lstm_forward", &lstmk::lstm_forward);
