@@ -67,10 +67,10 @@ def _grad_inputs(args):
     ]
 
 
-# Random configurations: (T, B, I, H, P, bias, ragged). B = 1, 2, 3, 5 and 8 run the register tiles
-# of every row count, B = 40 with H = 48 runs the BLAS path; H = 9 and 20 leave partial vectors. The
-# last two have per-step products of over 32K multiply-adds: with two or more torch threads their
-# columns are split among the threads (a slice ending in a partial tile included).
+# Random configurations: (T, B, I, H, P, bias, ragged). B = 1, 2, 3, 5, 8 and 40 run the panel
+# tiles of every row count (1 to 3 rows with split sums, 4, 6, 8 = 4 + 4, 40 = 6 x 6 + 4); H = 3,
+# 9 and 20 leave panels cut short by N. The last two have per-step products of over 32K
+# multiply-adds: with two or more torch threads their panels are split among the threads.
 CONFIGS = [
     (5, 1, 3, 4, None, True, False),
     (7, 2, 5, 9, None, False, True),
@@ -88,6 +88,24 @@ def test_lstm_forward_matches_reference(T, B, I, H, P, bias, ragged):
     args = _lstm_args(T, B, I, H, P, bias, ragged)
     for ours, ref in zip(cpu.lstm(*args), reference.lstm_loop(*args)):
         torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 3])
+@pytest.mark.parametrize("T,B,I,H,P,bias,ragged", CONFIGS)
+def test_lstm_inference_path_matches_reference(T, B, I, H, P, bias, ragged, chunk):
+    """lstm_infer (the layers' inference path: h_all and the last c only, the input projection
+    a chunk of steps at a time): the same outputs, whatever the chunk boundaries (0: default)."""
+    args = _lstm_args(T, B, I, H, P, bias, ragged)
+    h_ref, c_ref, _ = reference.lstm_loop(*args)
+    h_all, c_last = cpu.load_extension().lstm_infer(*args, chunk)
+    torch.testing.assert_close(h_all, h_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c_last, c_ref[-1], rtol=0, atol=1e-12)
+    if chunk == 0:  # and through the Python entry point, with and without a gradient
+        for inputs in (args, _grad_inputs(args)):
+            h_all, c_last = cpu.lstm_last(*inputs)
+            assert h_all.requires_grad == (inputs is not args)
+            torch.testing.assert_close(h_all.detach(), h_ref, rtol=0, atol=1e-12)
+            torch.testing.assert_close(c_last.detach(), c_ref[-1], rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("T,B,I,H,P,bias,ragged", CONFIGS)
@@ -142,18 +160,17 @@ def test_lstm_gradients_match_handwritten_bptt(T, B, I, H, P, bias, ragged):
 def test_threaded_steps_give_the_same_bits_as_one_thread(cell, B):
     """Each thread owns whole columns of the step's product (and, at B=32, whole rows of the
     pointwise pass) and sums over k in the same order as one thread does, so the thread count
-    changes nothing, forward or backward. (Where one thread's share of W_hh is too big for the
-    tiles and two threads' shares are not, the paths differ, and so may the last bits.)"""
+    changes nothing, forward or backward."""
     make = {"lstm": _lstm_args, "gru": _gru_args, "rnn": _rnn_args}[cell]
-    args = make(6, B, 8, 128, ragged=True, seed=5)  # W_hh (512 KB at most) on the tiles
+    args = make(6, B, 8, 128, ragged=True, seed=5)
     fn = getattr(cpu, cell)
     results = []
     before = torch.get_num_threads()
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            # the B=1 forward product: 128 x 512 multiply-adds over 16 tiles of 32 doubles
-            assert cpu.load_extension().step_threads(128 * 512, 16) == threads
+            # the B=1 forward product: 128 x 512 multiply-adds over 64 panels of 8 doubles
+            assert cpu.load_extension().step_threads(128 * 512, 64) == threads
             inputs = _grad_inputs(args)
             outs = fn(*inputs)
             outs = outs if isinstance(outs, tuple) else (outs,)

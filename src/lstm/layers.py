@@ -212,10 +212,13 @@ class _Recurrent(nn.RNNBase):
                 c_all = gates = None
                 if self.mode == "LSTM":
                     bias = None if w["b_ih"] is None else w["b_ih"] + w["b_hh"]
-                    h_all, c_all, gates = backend.lstm(
-                        seq, h0[k], c0[k], w["w_ih"], w["w_hh"], bias, w["w_hr"], mask
-                    )
-                    c_n.append(c_all[-1])
+                    args = (seq, h0[k], c0[k], w["w_ih"], w["w_hh"], bias, w["w_hr"], mask)
+                    if traces is None and backend.lstm_last is not None:
+                        h_all, c_last = backend.lstm_last(*args)  # no per-step c and gates
+                    else:
+                        h_all, c_all, gates = backend.lstm(*args)
+                        c_last = c_all[-1]
+                    c_n.append(c_last)
                 elif self.mode == "GRU":
                     h_all, gates = backend.gru(
                         seq, h0[k], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], mask

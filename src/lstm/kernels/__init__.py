@@ -54,6 +54,9 @@ class Backend:
     supports: Callable[[torch.device, torch.dtype], bool] = field(default=lambda d, t: True)
     auto_priority: int = 0
     auto_supports: Callable[[torch.device, torch.dtype], bool] | None = None
+    # Optional: ``lstm`` for a layer's outputs only, ``(h_all, c_T)``, where a backend has a
+    # faster way to skip the per-step cell states and gates (the cpu backend's inference path).
+    lstm_last: Callable | None = None
 
 
 _REGISTRY: dict[str, Callable[[], Backend | None]] = {}

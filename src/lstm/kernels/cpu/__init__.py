@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["backend", "build_error", "gru", "load_extension", "lstm", "rnn"]
+__all__ = ["backend", "build_error", "gru", "load_extension", "lstm", "lstm_last", "rnn"]
 
 _SOURCES = ("recurrent.cpp", "kernels.h")
 # -O3 vectorizes the loops; no -march: the AVX2 copy is chosen at run time (see recurrent.cpp).
@@ -176,6 +176,27 @@ def lstm(
     return h_all, c_all, gates
 
 
+def lstm_last(
+    x: Tensor,  # (T, B, I)
+    h0: Tensor,  # (B, P)
+    c0: Tensor,  # (B, H)
+    weight_ih: Tensor,  # (4H, I)
+    weight_hh: Tensor,  # (4H, P)
+    bias: Tensor | None,  # (4H,) b_ih + b_hh
+    weight_hr: Tensor | None = None,  # (P, H)
+    mask: Tensor | None = None,  # (T, B, 1) bool
+) -> tuple[Tensor, Tensor]:
+    """:func:`lstm` for when only ``h_all (T, B, P)`` and the last cell state ``c_T (B, H)`` are
+    wanted (a layer's outputs): without a gradient it skips the per-step cell states and gates
+    and runs the input projection a chunk of steps at a time (``lstm_infer`` in recurrent.cpp)."""
+    ext = _ext_or_raise()
+    if _grad_wanted(x, h0, c0, weight_ih, weight_hh, bias, weight_hr):
+        h_all, c_all, _ = LSTMFused.apply(x, h0, c0, weight_ih, weight_hh, bias, weight_hr, mask)
+        return h_all, c_all[-1]
+    h_all, c_last = ext.lstm_infer(x, h0, c0, weight_ih, weight_hh, bias, weight_hr, mask, 0)
+    return h_all, c_last
+
+
 # --------------------------------------------------------------------------------------------
 # GRU
 # --------------------------------------------------------------------------------------------
@@ -279,4 +300,4 @@ def backend():
 
     if load_extension() is None:
         return None
-    return Backend("cpu", lstm, gru, rnn, supports=supports, auto_priority=10)
+    return Backend("cpu", lstm, gru, rnn, supports=supports, auto_priority=10, lstm_last=lstm_last)

@@ -171,6 +171,78 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
   return {h_all, c_all, gates, tanh_c};
 }
 
+// Inference when only h_all (T, B, P) and the last c (B, H) are wanted (no gradient, no gate
+// traces): returns (h_all, c_T). steps_per_chunk: 0 for the default below. The input projection runs a chunk of steps at a time, one GEMM
+// per chunk into one reused buffer of about LSTM_CPU_CHUNK_KB (default 1024) of pre-activations,
+// and the cell states go to a buffer of the same number of steps. lstm_forward allocates
+// (T, B, 4H) and (T, B, H) (at T=1000, B=64, H=512: 655 MB of fresh pages, which the kernel
+// zeroes on first touch) and the loop reads the pre-activations back from memory; here they are
+// still in cache (experiment 8, docs/performance.md).
+std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
+                                   const at::Tensor& c0_, const at::Tensor& w_ih,
+                                   const at::Tensor& w_hh, const OptTensor& bias,
+                                   const OptTensor& w_hr, const OptTensor& mask,
+                                   int64_t steps_per_chunk) {
+  const auto dtype = x_.scalar_type();
+  check_tensor(x_, "x", dtype, 3);
+  check_tensor(h0_, "h0", dtype, 2);
+  check_tensor(c0_, "c0", dtype, 2);
+  check_tensor(w_ih, "w_ih", dtype, 2);
+  check_tensor(w_hh, "w_hh", dtype, 2);
+  const int64_t T = x_.size(0), B = x_.size(1), I = x_.size(2), H = w_hh.size(0) / 4;
+  const int64_t P = w_hh.size(1), G = 4 * H;
+  TORCH_CHECK(w_hh.size(0) == 4 * H && c0_.size(1) == H && h0_.size(1) == P &&
+                  h0_.size(0) == B && c0_.size(0) == B && w_ih.size(0) == 4 * H &&
+                  w_ih.size(1) == I && (!has(w_hr) || w_hr->size(1) == H),
+              "cpu backend: inconsistent LSTM shapes");
+  static const int64_t chunk_bytes = [] {
+    const char* v = std::getenv("LSTM_CPU_CHUNK_KB");
+    return (v ? std::atoll(v) : 1024) << 10;
+  }();
+  const int64_t row_bytes = B * G * (int64_t)x_.element_size();
+  // At least 256 rows per GEMM (T * B rows in all at most).
+  const int64_t chunk =
+      steps_per_chunk > 0  // given (the tests' chunk boundaries), or from the budget
+          ? std::min(T, steps_per_chunk)
+          : std::min(T, std::max<int64_t>({1, chunk_bytes / std::max<int64_t>(row_bytes, 1),
+                                           (255 + B) / B}));
+  at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
+  at::Tensor c_last = c0_.clone(at::MemoryFormat::Contiguous);  // carried from chunk to chunk
+  OptTensor b = contig(bias);
+  at::Tensor w_ih_t = w_ih.t();
+  at::Tensor w_hh_t = pack_panels(w_hh.t());                               // (P, 4H)
+  at::Tensor w_hr_t = has(w_hr) ? pack_panels(w_hr->t()) : at::Tensor();  // (H, P)
+  at::Tensor m = mask_2d(mask, T, B);
+  auto opts = x.options();
+  at::Tensor gates = at::empty({chunk, B, G}, opts), c_buf = at::empty({chunk, B, H}, opts);
+  at::Tensor h_all = at::empty({T, B, P}, opts);
+  at::Tensor h_raw = w_hr_t.defined() ? at::empty({B, H}, opts) : at::Tensor();
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t n = std::min(chunk, T - t0);
+    at::Tensor pre = gates.narrow(0, 0, n).view({n * B, G});
+    at::Tensor x2 = x.narrow(0, t0, n).view({n * B, I});
+    if (b.has_value())
+      at::addmm_out(pre, *b, x2, w_ih_t);  // x W_ih^T + b for the chunk's steps
+    else
+      at::mm_out(pre, x2, w_ih_t);
+    AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_infer", [&] {
+      LstmForward<scalar_t> a{n, B, H, P,
+                              gates.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
+                              ptr<scalar_t>(w_hr_t),
+                              t0 == 0 ? h0.data_ptr<scalar_t>()
+                                      : h_all.data_ptr<scalar_t>() + (t0 - 1) * B * P,
+                              c_last.data_ptr<scalar_t>(),
+                              m.defined() ? m.data_ptr<bool>() + t0 * B : nullptr,
+                              h_all.data_ptr<scalar_t>() + t0 * B * P, c_buf.data_ptr<scalar_t>(),
+                              nullptr, ptr<scalar_t>(h_raw)};
+      pybind11::gil_scoped_release no_gil;
+      LSTMK_CALL(lstm_forward<scalar_t>, a);
+    });
+    c_last.copy_(c_buf[n - 1]);
+  }
+  return {h_all, c_last};
+}
+
 // needs: which of (x, h0, c0, w_ih, w_hh, bias, w_hr) want a gradient.
 // Returns (dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr), undefined where not wanted.
 std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor& grad_c_,
@@ -545,6 +617,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("step_threads", &lstmk::step_threads,
         "threads a per-step product of `macs` multiply-adds over `blocks` column tiles runs on");
   m.def("lstm_forward", &lstmk::lstm_forward);
+  m.def("lstm_infer", &lstmk::lstm_infer);
   m.def("lstm_backward", &lstmk::lstm_backward);
   m.def("gru_forward", &lstmk::gru_forward);
   m.def("gru_backward", &lstmk::gru_backward);
