@@ -133,22 +133,30 @@ static at::Tensor grad_recurrent_weight(const at::Tensor& d_pre, const at::Tenso
 // LSTM
 // ---------------------------------------------------------------------------------------------
 
+// x (T, B, I), h0 (B, P), c0 (B, H), w_ih (4H, I), w_hh (4H, P), w_hr (P, H): one dtype, CPU.
+static void check_lstm(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                       const at::Tensor& w_ih, const at::Tensor& w_hh, const OptTensor& w_hr) {
+  const auto dtype = x.scalar_type();
+  check_tensor(x, "x", dtype, 3);
+  check_tensor(h0, "h0", dtype, 2);
+  check_tensor(c0, "c0", dtype, 2);
+  check_tensor(w_ih, "w_ih", dtype, 2);
+  check_tensor(w_hh, "w_hh", dtype, 2);
+  const int64_t B = x.size(1), H = w_hh.size(0) / 4, P = w_hh.size(1);
+  TORCH_CHECK(w_hh.size(0) == 4 * H && c0.size(1) == H && h0.size(1) == P && h0.size(0) == B &&
+                  c0.size(0) == B && w_ih.size(0) == 4 * H && w_ih.size(1) == x.size(2) &&
+                  (!has(w_hr) || w_hr->size(1) == H),
+              "cpu backend: inconsistent LSTM shapes");
+}
+
 // Returns (h_all (T, B, P), c_all (T, B, H), gates (T, B, 4H), tanh_c (T, B, H) if save).
 std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_,
                                      const at::Tensor& c0_, const at::Tensor& w_ih,
                                      const at::Tensor& w_hh, const OptTensor& bias,
                                      const OptTensor& w_hr, const OptTensor& mask, bool save) {
   const auto dtype = x_.scalar_type();
-  check_tensor(x_, "x", dtype, 3);
-  check_tensor(h0_, "h0", dtype, 2);
-  check_tensor(c0_, "c0", dtype, 2);
-  check_tensor(w_ih, "w_ih", dtype, 2);
-  check_tensor(w_hh, "w_hh", dtype, 2);
+  check_lstm(x_, h0_, c0_, w_ih, w_hh, w_hr);
   const int64_t T = x_.size(0), B = x_.size(1), H = w_hh.size(0) / 4, P = w_hh.size(1);
-  TORCH_CHECK(w_hh.size(0) == 4 * H && c0_.size(1) == H && h0_.size(1) == P &&
-                  h0_.size(0) == B && c0_.size(0) == B && w_ih.size(0) == 4 * H &&
-                  w_ih.size(1) == x_.size(2) && (!has(w_hr) || w_hr->size(1) == H),
-              "cpu backend: inconsistent LSTM shapes");
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
   at::Tensor gates = input_projection(x, w_ih, bias).contiguous();          // (T, B, 4H)
   at::Tensor w_hh_t = pack_panels(w_hh.t());                                 // (P, 4H)
@@ -184,17 +192,9 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
                                    const OptTensor& w_hr, const OptTensor& mask,
                                    int64_t steps_per_chunk) {
   const auto dtype = x_.scalar_type();
-  check_tensor(x_, "x", dtype, 3);
-  check_tensor(h0_, "h0", dtype, 2);
-  check_tensor(c0_, "c0", dtype, 2);
-  check_tensor(w_ih, "w_ih", dtype, 2);
-  check_tensor(w_hh, "w_hh", dtype, 2);
+  check_lstm(x_, h0_, c0_, w_ih, w_hh, w_hr);
   const int64_t T = x_.size(0), B = x_.size(1), I = x_.size(2), H = w_hh.size(0) / 4;
   const int64_t P = w_hh.size(1), G = 4 * H;
-  TORCH_CHECK(w_hh.size(0) == 4 * H && c0_.size(1) == H && h0_.size(1) == P &&
-                  h0_.size(0) == B && c0_.size(0) == B && w_ih.size(0) == 4 * H &&
-                  w_ih.size(1) == I && (!has(w_hr) || w_hr->size(1) == H),
-              "cpu backend: inconsistent LSTM shapes");
   static const int64_t chunk_bytes = [] {
     const char* v = std::getenv("LSTM_CPU_CHUNK_KB");
     return (v ? std::atoll(v) : 1024) << 10;
