@@ -10,8 +10,9 @@
 #
 # The recipe for a short budget: many small updates (batches of 16 x 64 characters, state carried
 # across them) at a high peak learning rate with a cosine decay to zero over the time budget.
-# Two threads where the machine has two cores or more: on an idle 2-core machine they take 4,965
-# updates in the 5 minutes against 3,106 on one (test 2.070 against 2.130 bits per character). On
+# Two threads where the machine has two cores or more: on an idle 2-core machine they took 4,965
+# updates in the 5 minutes against 3,106 on one (test 2.070 against 2.130 bits per character; before
+# the panel kernels, which brought two threads to 8,402 updates and 2.035). On
 # a machine shared with other work use THREADS=1: a second torch thread then waits on a busy core
 # at every parallel region (measured 10-25x slower steps).
 set -euo pipefail

@@ -6,10 +6,12 @@ The C++ source (``recurrent.cpp`` and ``kernels.h`` beside this file) is compile
 a second process reuses the build in well under a second. Where no compiler is present
 :func:`load_extension` warns once and returns ``None``: ``backend="auto"`` then runs ``"bptt"``.
 
-What runs (see kernels.h): the input projection of every step as one GEMM; per step one GEMM for
-``W_hh h`` and one vectorized pass over the gates (AVX2+FMA where the CPU has it, picked at run
-time, so one cached build serves every machine); the backward per step is one pass and one GEMM,
-the weight gradients a few big GEMMs after the loop. Gradients with respect to every output (the
+What runs (see kernels.h): the input projection of every step as one GEMM; per step one product
+for ``W_hh h`` (on weights packed once per call into column panels, split over torch's threads)
+and one vectorized pass over the gates (AVX2+FMA where the CPU has it, picked at run time, so one
+cached build serves every machine); the backward per step is one pass and one product, the weight
+gradients a few big GEMMs after the loop. :func:`lstm_last` (a layer's inference) keeps only the
+outputs and projects the input a chunk of steps at a time. Gradients with respect to every output (the
 states and the gates) are accepted, as in :mod:`lstm.bptt`. Double backward is not supported on
 this path (``once_differentiable``); use ``backend="bptt"`` for Hessian-vector products.
 """
