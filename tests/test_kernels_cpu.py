@@ -108,6 +108,20 @@ def test_lstm_inference_path_matches_reference(T, B, I, H, P, bias, ragged, chun
             torch.testing.assert_close(c_last.detach(), c_ref[-1], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_empty_batch_matches_torch_nn(grad):
+    """A batch of 0 sequences: empty outputs of the right shapes, as torch.nn.LSTM gives (the
+    inference path once divided by B to size its chunks: SIGFPE)."""
+    torch.manual_seed(0)
+    theirs = torch.nn.LSTM(4, 5)
+    ours = lstm.LSTM.from_torch(theirs, backend="cpu")
+    x = torch.randn(3, 0, 4)
+    with torch.set_grad_enabled(grad):
+        out, (h, c) = ours(x)
+        ref, (h_ref, c_ref) = theirs(x)
+    assert out.shape == ref.shape and h.shape == h_ref.shape and c.shape == c_ref.shape
+
+
 @pytest.mark.parametrize("T,B,I,H,P,bias,ragged", CONFIGS)
 def test_gru_and_rnn_forward_match_reference(T, B, I, H, P, bias, ragged):
     args = _gru_args(T, B, I, H, bias, ragged)

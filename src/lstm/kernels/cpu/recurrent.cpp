@@ -200,12 +200,12 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
     return (v ? std::atoll(v) : 1024) << 10;
   }();
   const int64_t row_bytes = B * G * (int64_t)x_.element_size();
-  // At least 256 rows per GEMM (T * B rows in all at most).
+  // At least 256 rows per GEMM (T * B rows in all at most). B may be 0 (an empty batch).
   const int64_t chunk =
       steps_per_chunk > 0  // given (the tests' chunk boundaries), or from the budget
           ? std::min(T, steps_per_chunk)
           : std::min(T, std::max<int64_t>({1, chunk_bytes / std::max<int64_t>(row_bytes, 1),
-                                           (255 + B) / B}));
+                                           (255 + B) / std::max<int64_t>(B, 1)}));
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor c_last = c0_.clone(at::MemoryFormat::Contiguous);  // carried from chunk to chunk
   OptTensor b = contig(bias);
