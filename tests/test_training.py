@@ -185,6 +185,25 @@ def test_early_stopping_and_best_checkpoint(tmp_path):
     assert load_json(best / "config.json")["progress"]["step"] == 2
 
 
+def test_best_checkpoint_is_the_best_checkpoint_not_the_best_evaluation(tmp_path):
+    # Regression: BEST moved only when the evaluation at a checkpoint's step was the best of all
+    # evaluations. With the best evaluation between two checkpoints (step 3 here) it stayed on an
+    # older, worse checkpoint for the rest of the run (a 60-minute run left BEST at step 2000,
+    # val 1.563, while step 5000 had 1.474).
+    from lstm.checkpoint import find_checkpoint, load_json
+
+    model, _, ids = _lm()
+    losses = iter([3.0, 2.0, 1.5, 1.8, 1.7, 1.9, 2.5])
+    config = TrainConfig(steps=7, eval_every=1, checkpoint_every=2, keep_checkpoints=5,
+                         progress=False)  # fmt: skip
+    fit(model, StreamBatches(ids, 4, 8), lm_loss, config,
+        eval_fn=lambda m: {"loss": next(losses)}, out_dir=tmp_path)  # fmt: skip
+    best = find_checkpoint(tmp_path, "BEST")
+    assert best.name == "step-00000004"  # 1.8 beats step 2's 2.0; step 6 (1.9) and 7 (2.5) don't
+    assert load_json(best / "config.json")["progress"]["best_saved_loss"] == 1.8
+    assert find_checkpoint(tmp_path, "LATEST").name == "step-00000007"
+
+
 def test_time_budget_stops_training():
     model, _, ids = _lm()
     result = fit(model, StreamBatches(ids, 4, 8), lm_loss,

@@ -310,6 +310,7 @@ class _Progress:
     items: int = 0
     best_val_loss: float | None = None
     evals_since_best: int = 0
+    best_saved_loss: float | None = None  # validation loss of the checkpoint BEST points at
 
 
 def _gather_per_rank(tensors: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -603,11 +604,12 @@ def fit(
                     bar.update(min(dt, max(0.0, bar.total - bar.n)))
 
             stop = done()
-            improved = False
+            evaluated = False
             if config.eval_every and progress.step % config.eval_every == 0 and stop is None:
                 last_val = evaluate()
                 if last_val is not None:
-                    improved = _track_best(progress, last_val["loss"])
+                    evaluated = True
+                    _track_best(progress, last_val["loss"])
                     if config.patience and progress.evals_since_best >= config.patience:
                         stop = "early stopping"
                     if stop_when is not None and stop_when(last_val):
@@ -619,8 +621,9 @@ def fit(
                 and stop is None
                 and root is not None
             ):
+                best = _best_so_far(progress, last_val if evaluated else None)
                 saved = _save(root, module, optimizer, config, progress, state,
-                              extra or {}, improved, device)  # fmt: skip
+                              extra or {}, best, device)  # fmt: skip
                 last_saved_step = progress.step
                 if rank == 0:
                     _plot(plot, history, out)
@@ -637,16 +640,15 @@ def fit(
         bar.close()
     if window_items:  # the last partial logging window
         last_train_loss = window_loss / window_items
-    improved = False  # matters on rank 0 only: it alone evaluates and writes checkpoints
-    if eval_fn is not None and stopped not in (
-        "early stopping",
-        "target reached",
-    ):  # (just evaluated)
+    evaluated = stopped in ("early stopping", "target reached")  # (just evaluated)
+    if eval_fn is not None and not evaluated:
         last_val = evaluate()
         if last_val is not None:
-            improved = _track_best(progress, last_val["loss"])
+            evaluated = True
+            _track_best(progress, last_val["loss"])
     if root is not None and last_saved_step != progress.step:
-        saved = _save(root, module, optimizer, config, progress, state, extra or {}, improved,
+        best = _best_so_far(progress, last_val if evaluated else None)  # rank 0 only matters
+        saved = _save(root, module, optimizer, config, progress, state, extra or {}, best,
                       device)  # fmt: skip
     if log_file is not None:
         log_file.close()
@@ -674,6 +676,19 @@ def _track_best(progress: _Progress, loss: float) -> bool:
         progress.evals_since_best = 0
         return True
     progress.evals_since_best += 1
+    return False
+
+
+def _best_so_far(progress: _Progress, val: Mapping[str, float] | None) -> bool:
+    """Whether the checkpoint about to be written becomes ``BEST``: it was validated at this step
+    (``val``) and beats every checkpoint written before it. (Comparing with the best evaluation
+    instead would leave ``BEST`` on an old checkpoint whenever the best evaluation fell between
+    two checkpoints.)"""
+    if val is None:
+        return False
+    if progress.best_saved_loss is None or val["loss"] < progress.best_saved_loss:
+        progress.best_saved_loss = val["loss"]
+        return True
     return False
 
 
