@@ -70,7 +70,8 @@ def _grad_inputs(args):
 # Random configurations: (T, B, I, H, P, bias, ragged). B = 1, 2, 3, 5, 8 and 40 run the panel
 # tiles of every row count (1 to 3 rows with split sums, 4, 6, 8 = 4 + 4, 40 = 6 x 6 + 4); H = 3,
 # 9 and 20 leave panels cut short by N. The last two have per-step products of over 32K
-# multiply-adds: with two or more torch threads their panels are split among the threads.
+# multiply-adds: with two or more torch threads their panels are split among the threads. H=131
+# packs its weights on the team too (K * N >= 65536), with the last panel cut short.
 CONFIGS = [
     (5, 1, 3, 4, None, True, False),
     (7, 2, 5, 9, None, False, True),
@@ -80,6 +81,7 @@ CONFIGS = [
     (3, 40, 10, 48, None, True, True),
     (4, 1, 6, 100, None, True, False),
     (5, 3, 4, 72, 40, True, True),
+    (3, 2, 7, 131, None, True, True),
 ]
 
 
