@@ -224,12 +224,14 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
     return (v ? std::atoll(v) : 1024) << 10;
   }();
   const int64_t row_bytes = B * G * (int64_t)x_.element_size();
-  // At least 256 rows per GEMM (T * B rows in all at most). B may be 0 (an empty batch).
+  // At least 1024 rows per GEMM (T * B rows in all at most): MKL packs W_ih^T on every call, and
+  // with 256 rows that copy cost 9% of T=1000, B=64, H=512 (inference 11% faster with 1024, 9%
+  // at B=16, H=512; experiment 9, docs/performance.md). B may be 0 (an empty batch).
   const int64_t chunk =
       steps_per_chunk > 0  // given (the tests' chunk boundaries), or from the budget
           ? std::min(T, steps_per_chunk)
           : std::min(T, std::max<int64_t>({1, chunk_bytes / std::max<int64_t>(row_bytes, 1),
-                                           (255 + B) / std::max<int64_t>(B, 1)}));
+                                           (1023 + B) / std::max<int64_t>(B, 1)}));
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor c_last = c0_.clone(at::MemoryFormat::Contiguous);  // carried from chunk to chunk
   OptTensor b = contig(bias);
