@@ -200,6 +200,26 @@ def test_state_dict_round_trips_both_ways(kind):
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
+def test_parametrized_weights_apply_as_in_torch(kind):
+    # The layer reads plain parameters from _parameters for speed; a parametrized one (weight norm
+    # here) must still be computed through its parametrization, forward and backward.
+    from torch.nn.utils.parametrizations import weight_norm
+
+    ours, theirs = _pair(kind, num_layers=2, input_size=3, hidden_size=5, bidirectional=True)
+    for module in (ours, theirs):
+        weight_norm(module, "weight_hh_l1_reverse")
+        with torch.no_grad():
+            module.parametrizations.weight_hh_l1_reverse.original0.mul_(2.0)  # g: not the norm
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    assert max_abs_diff(flat_tensors(ours(x)), flat_tensors(theirs(x))) <= 1e-12
+    ours(x)[0].sum().backward()
+    theirs(x)[0].sum().backward()
+    g_ours = ours.parametrizations.weight_hh_l1_reverse.original1.grad
+    g_theirs = theirs.parametrizations.weight_hh_l1_reverse.original1.grad
+    assert g_ours is not None and torch.allclose(g_ours, g_theirs, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_to_torch_and_from_torch(kind):
     kw = dict(input_size=3, hidden_size=4, num_layers=2, batch_first=True, dropout=0.25)
     ours, theirs = _pair(kind, torch.float32, **kw)

@@ -175,8 +175,16 @@ class _Recurrent(nn.RNNBase):
     # -- the forward pass ---------------------------------------------------------------------
 
     def _layer_weights(self, k: int) -> dict[str, Tensor | None]:
-        """The parameters of layer-and-direction ``k`` (getattr, so parametrizations apply)."""
-        w_ih, w_hh, b_ih, b_hh, w_hr = (getattr(self, n, None) for n in self._param_names[k])
+        """The parameters of layer-and-direction ``k``. A plain parameter is read from
+        ``_parameters`` (five ``Module.__getattr__`` calls cost about 4 us per layer and call:
+        99.9 against 96.2 us for a T=1, H=64 inference call); one that is not there (a
+        parametrization such as weight norm, or a parameter replaced by a plain tensor) through
+        ``getattr``, so that it applies."""
+        params = self._parameters
+        w_ih, w_hh, b_ih, b_hh, w_hr = (
+            params[n] if params.get(n) is not None else getattr(self, n, None)
+            for n in self._param_names[k]
+        )
         return dict(w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr)
 
     def _run(
