@@ -114,6 +114,12 @@ inline int step_threads(int64_t macs, int64_t blocks) {
   return (int)std::min<int64_t>(omp_get_max_threads(), blocks);
 }
 
+// Experiment 12's switch, read on every call so one process can time both (LSTM_CPU_BY_UNITS).
+inline bool by_units_enabled() {
+  const char* v = std::getenv("LSTM_CPU_BY_UNITS");
+  return !v || std::atoi(v) != 0;
+}
+
 // Whether a step's pointwise pass splits its B rows over torch's threads: B * H units of at
 // least LSTM_CPU_POINTWISE_MIN (default 4096; at B=64, H=64 the serial pass costs as much as
 // the step's product).
@@ -346,17 +352,18 @@ inline void step_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* pane
 // LSTM (the arguments and the variants: see LstmForward above)
 // ---------------------------------------------------------------------------------------------
 
-// The gate arithmetic of one row, in place: z (4H) -> gates; writes c, h (unprojected) and,
-// when asked, tanh(c). Every variant's pointwise change goes here.
+// The gate arithmetic of one row, in place: z (4 gate blocks, `stride` apart) -> gates, for `n`
+// units; writes c, h (unprojected) and, when asked, tanh(c). Every variant's pointwise change
+// goes here. (A whole row: n = stride = H; a thread's share of the units: n < stride = H.)
 template <typename T, bool kSaveTanh>
-inline void lstm_pointwise_forward(int64_t H, T* __restrict z, const T* __restrict c_prev,
-                                   T* __restrict c_out, T* __restrict h_out,
-                                   T* __restrict tanh_out) {
+inline void lstm_pointwise_forward(int64_t n, int64_t stride, T* __restrict z,
+                                   const T* __restrict c_prev, T* __restrict c_out,
+                                   T* __restrict h_out, T* __restrict tanh_out) {
   T* __restrict zi = z;
-  T* __restrict zf = z + H;
-  T* __restrict zg = z + 2 * H;
-  T* __restrict zo = z + 3 * H;
-  for (int64_t j = 0; j < H; ++j) {
+  T* __restrict zf = z + stride;
+  T* __restrict zg = z + 2 * stride;
+  T* __restrict zo = z + 3 * stride;
+  for (int64_t j = 0; j < n; ++j) {
     const T i = Act<T>::sigmoid(zi[j]);
     const T f = Act<T>::sigmoid(zf[j]);
     const T g = Act<T>::tanh(zg[j]);
@@ -376,6 +383,15 @@ inline void lstm_pointwise_forward(int64_t H, T* __restrict z, const T* __restri
 template <typename T>
 void lstm_forward(const LstmForward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
+  // When the product runs on the team but the rows' gate arithmetic would run on one thread
+  // (B * H below rows_in_parallel's minimum), the threads split the hidden units instead of the
+  // columns, and each runs the arithmetic of its units: the pass is shared without a second
+  // fork. Needs whole panels per gate block (H a multiple of kPanel) and no projection.
+  // (Where the rows' pass is already parallel this measured level to 16% slower; experiment 12,
+  // docs/performance.md. LSTM_CPU_BY_UNITS=0 turns it off.)
+  const int64_t unit_panels = H / kPanel<T>;
+  const bool by_units = by_units_enabled() && !a.w_hr_t && H % kPanel<T> == 0 &&
+                        !rows_in_parallel(B, H) && step_threads(B * G * P, unit_panels) > 1;
   for (int64_t t = 0; t < a.steps; ++t) {
     const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * P;  // (B, P)
     const T* c_prev = t == 0 ? a.c0 : a.c_all + (t - 1) * B * H;  // (B, H)
@@ -384,16 +400,40 @@ void lstm_forward(const LstmForward<T>& a) {
     T* c = a.c_all + t * B * H;
     T* tc = a.tanh_c ? a.tanh_c + t * B * H : nullptr;
     const bool* m = a.mask ? a.mask + t * B : nullptr;
-    step_gemm<T>(B, G, P, h_prev, a.w_hh_t, true, z);  // z += h_{t-1} W_hh^T
     T* h_unprojected = a.w_hr_t ? a.h_raw : h;
+    if (by_units) {
+      // One parallel region a step: each thread multiplies the panels of its hidden units in
+      // all four gate blocks, then runs the gate arithmetic of those units for every row, on
+      // the pre-activations it has just written (experiment 12, docs/performance.md).
+#pragma omp parallel
+      {
+        const int64_t team = omp_get_num_threads(), id = omp_get_thread_num();
+        const int64_t q0 = unit_panels * id / team, q1 = unit_panels * (id + 1) / team;
+        for (int64_t g = 0; g < 4; ++g)  // z += h_{t-1} W_hh^T, this thread's columns
+          panel_range<T>(B, G, P, h_prev, a.w_hh_t, true, z, g * unit_panels + q0,
+                         g * unit_panels + q1);
+        const int64_t u0 = q0 * kPanel<T>, n = (q1 - q0) * kPanel<T>;
+        for (int64_t b = 0; b < B && n > 0; ++b) {
+          const int64_t o = b * H + u0;
+          if (tc)
+            lstm_pointwise_forward<T, true>(n, H, z + b * G + u0, c_prev + o, c + o,
+                                            h_unprojected + o, tc + o);
+          else
+            lstm_pointwise_forward<T, false>(n, H, z + b * G + u0, c_prev + o, c + o,
+                                             h_unprojected + o, nullptr);
+        }
+      }
+    } else {
+      step_gemm<T>(B, G, P, h_prev, a.w_hh_t, true, z);  // z += h_{t-1} W_hh^T
 #pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
-    for (int64_t b = 0; b < B; ++b) {
-      if (tc)
-        lstm_pointwise_forward<T, true>(H, z + b * G, c_prev + b * H, c + b * H,
-                                        h_unprojected + b * H, tc + b * H);
-      else
-        lstm_pointwise_forward<T, false>(H, z + b * G, c_prev + b * H, c + b * H,
-                                         h_unprojected + b * H, nullptr);
+      for (int64_t b = 0; b < B; ++b) {
+        if (tc)
+          lstm_pointwise_forward<T, true>(H, H, z + b * G, c_prev + b * H, c + b * H,
+                                          h_unprojected + b * H, tc + b * H);
+        else
+          lstm_pointwise_forward<T, false>(H, H, z + b * G, c_prev + b * H, c + b * H,
+                                           h_unprojected + b * H, nullptr);
+      }
     }
     if (a.w_hr_t) step_gemm<T>(B, P, H, a.h_raw, a.w_hr_t, false, h);  // h = h_raw W_hr^T
     if (m) {

@@ -608,9 +608,9 @@ class Stepper {
   template <typename T, bool AVX2>
   static void pointwise_lstm(int64_t H, T* z, const T* c, T* c_out, T* h_out) {
 #ifdef LSTMK_HAVE_AVX2_COPY
-    if (AVX2) return avx2::lstm_pointwise_forward<T, false>(H, z, c, c_out, h_out, nullptr);
+    if (AVX2) return avx2::lstm_pointwise_forward<T, false>(H, H, z, c, c_out, h_out, nullptr);
 #endif
-    base::lstm_pointwise_forward<T, false>(H, z, c, c_out, h_out, nullptr);
+    base::lstm_pointwise_forward<T, false>(H, H, z, c, c_out, h_out, nullptr);
   }
   template <typename T, bool AVX2>
   static void pointwise_gru(int64_t H, T* gx, const T* gh, const T* h, T* h_out) {
