@@ -182,7 +182,7 @@ class _Recurrent(nn.RNNBase):
         ``getattr``, so that it applies."""
         params = self._parameters
         w_ih, w_hh, b_ih, b_hh, w_hr = (
-            params[n] if params.get(n) is not None else getattr(self, n, None)
+            p if (p := params.get(n)) is not None else getattr(self, n, None)
             for n in self._param_names[k]
         )
         return dict(w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr)

@@ -670,13 +670,14 @@ def fit(
     )
 
 
-def _track_best(progress: _Progress, loss: float) -> bool:
+def _track_best(progress: _Progress, loss: float) -> None:
+    """The best validation loss so far and the evaluations since (early stopping's count);
+    which checkpoint is ``BEST`` is :func:`_best_so_far`'s question."""
     if progress.best_val_loss is None or loss < progress.best_val_loss:
         progress.best_val_loss = loss
         progress.evals_since_best = 0
-        return True
-    progress.evals_since_best += 1
-    return False
+    else:
+        progress.evals_since_best += 1
 
 
 def _best_so_far(progress: _Progress, val: Mapping[str, float] | None) -> bool:

@@ -401,6 +401,16 @@ void lstm_forward(const LstmForward<T>& a) {
     T* tc = a.tanh_c ? a.tanh_c + t * B * H : nullptr;
     const bool* m = a.mask ? a.mask + t * B : nullptr;
     T* h_unprojected = a.w_hr_t ? a.h_raw : h;
+    // The gate arithmetic of row b, units [u0, u0 + n).
+    auto pointwise = [&](int64_t b, int64_t u0, int64_t n) {
+      const int64_t o = b * H + u0;
+      if (tc)
+        lstm_pointwise_forward<T, true>(n, H, z + b * G + u0, c_prev + o, c + o,
+                                        h_unprojected + o, tc + o);
+      else
+        lstm_pointwise_forward<T, false>(n, H, z + b * G + u0, c_prev + o, c + o,
+                                         h_unprojected + o, nullptr);
+    };
     if (by_units) {
       // One parallel region a step: each thread multiplies the panels of its hidden units in
       // all four gate blocks, then runs the gate arithmetic of those units for every row, on
@@ -412,28 +422,13 @@ void lstm_forward(const LstmForward<T>& a) {
         for (int64_t g = 0; g < 4; ++g)  // z += h_{t-1} W_hh^T, this thread's columns
           panel_range<T>(B, G, P, h_prev, a.w_hh_t, true, z, g * unit_panels + q0,
                          g * unit_panels + q1);
-        const int64_t u0 = q0 * kPanel<T>, n = (q1 - q0) * kPanel<T>;
-        for (int64_t b = 0; b < B && n > 0; ++b) {
-          const int64_t o = b * H + u0;
-          if (tc)
-            lstm_pointwise_forward<T, true>(n, H, z + b * G + u0, c_prev + o, c + o,
-                                            h_unprojected + o, tc + o);
-          else
-            lstm_pointwise_forward<T, false>(n, H, z + b * G + u0, c_prev + o, c + o,
-                                             h_unprojected + o, nullptr);
-        }
+        if (q1 > q0)
+          for (int64_t b = 0; b < B; ++b) pointwise(b, q0 * kPanel<T>, (q1 - q0) * kPanel<T>);
       }
     } else {
       step_gemm<T>(B, G, P, h_prev, a.w_hh_t, true, z);  // z += h_{t-1} W_hh^T
 #pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
-      for (int64_t b = 0; b < B; ++b) {
-        if (tc)
-          lstm_pointwise_forward<T, true>(H, H, z + b * G, c_prev + b * H, c + b * H,
-                                          h_unprojected + b * H, tc + b * H);
-        else
-          lstm_pointwise_forward<T, false>(H, H, z + b * G, c_prev + b * H, c + b * H,
-                                           h_unprojected + b * H, nullptr);
-      }
+      for (int64_t b = 0; b < B; ++b) pointwise(b, 0, H);
     }
     if (a.w_hr_t) step_gemm<T>(B, P, H, a.h_raw, a.w_hr_t, false, h);  // h = h_raw W_hr^T
     if (m) {

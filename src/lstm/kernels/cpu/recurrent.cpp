@@ -98,12 +98,9 @@ static OptTensor contig(const OptTensor& t) {
   return t->contiguous();
 }
 
-// W (K, N), any strides -> the per-step products' layout (kernels.h, kPanel): ceil(N / kPanel)
-// panels of (K, kPanel), each contiguous, the last one zero-padded. Done once per call (once per
-// Stepper): a copy of the weights, against the T products that read them.
 // One pass over W (K, N) with strides (sk, sn) into panels (kPanel), split among the OpenMP team:
 // zero-fill, a strided copy and a permute as torch ops took three passes and about 2 ms at
-// K=512, N=2048 (a T=1 call cost 3.4 ms against torch.nn.LSTM's 1.4).
+// K=512, N=2048 (a T=1 call cost 3.4 ms against torch.nn.LSTM's 1.4; experiment 9).
 template <typename T>
 static void pack_panels_into(const T* src, int64_t K, int64_t N, int64_t sk, int64_t sn, T* dst) {
   constexpr int64_t np = kPanel<T>;
@@ -123,6 +120,9 @@ static void pack_panels_into(const T* src, int64_t K, int64_t N, int64_t sk, int
   }
 }
 
+// W (K, N), any strides -> the per-step products' layout (kernels.h, kPanel): ceil(N / kPanel)
+// panels of (K, kPanel), each contiguous, the last one zero-padded. Done once per call (once per
+// Stepper): a copy of the weights, against the T products that read them.
 static at::Tensor pack_panels(const at::Tensor& w) {
   const int64_t K = w.size(0), N = w.size(1);
   const int64_t np = w.scalar_type() == at::kDouble ? kPanel<double> : kPanel<float>;
@@ -134,11 +134,20 @@ static at::Tensor pack_panels(const at::Tensor& w) {
   return out;
 }
 
+// out (R, G) = x2 (R, I) @ w^T (+ bias): the input projection of R rows (steps x batch) as one GEMM.
+static void project_into(at::Tensor& out, const at::Tensor& x2, const at::Tensor& w,
+                         const OptTensor& b) {
+  if (has(b))
+    at::addmm_out(out, *b, x2, w.t());
+  else
+    at::mm_out(out, x2, w.t());
+}
+
 // x (T, B, I) @ w^T (+ bias): the input projection of every step as one GEMM, (T, B, G).
 static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w, const OptTensor& b) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2);
-  at::Tensor x2 = x.reshape({T * B, I});
-  at::Tensor out = has(b) ? at::addmm(*b, x2, w.t()) : at::mm(x2, w.t());
+  at::Tensor out = at::empty({T * B, w.size(0)}, x.options());
+  project_into(out, x.reshape({T * B, I}), w, b);
   return out.view({T, B, w.size(0)});
 }
 
@@ -204,9 +213,10 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
 }
 
 // Inference when only h_all (T, B, P) and the last c (B, H) are wanted (no gradient, no gate
-// traces): returns (h_all, c_T). steps_per_chunk: 0 for the default below. The input projection runs a chunk of steps at a time, one GEMM
-// per chunk into one reused buffer of about LSTM_CPU_CHUNK_KB (default 1024) of pre-activations,
-// and the cell states go to a buffer of the same number of steps. lstm_forward allocates
+// traces): returns (h_all, c_T). steps_per_chunk: 0 for the default below. The input projection
+// runs a chunk of steps at a time, one GEMM per chunk into one reused buffer of about
+// LSTM_CPU_CHUNK_KB (default 1024) of pre-activations, and the cell states go to a buffer of the
+// same number of steps. lstm_forward allocates
 // (T, B, 4H) and (T, B, H) (at T=1000, B=64, H=512: 655 MB of fresh pages, which the kernel
 // zeroes on first touch) and the loop reads the pre-activations back from memory; here they are
 // still in cache (experiment 8, docs/performance.md).
@@ -224,9 +234,9 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
     return (v ? std::atoll(v) : 1024) << 10;
   }();
   const int64_t row_bytes = B * G * (int64_t)x_.element_size();
-  // At least 1024 rows per GEMM (T * B rows in all at most): MKL packs W_ih^T on every call, and
-  // with 256 rows that copy cost 9% of T=1000, B=64, H=512 (inference 11% faster with 1024, 9%
-  // at B=16, H=512; experiment 9, docs/performance.md). B may be 0 (an empty batch).
+  // At least 1024 rows per GEMM (T * B rows in all at most): MKL copies W_ih^T on every call, and
+  // with 256 rows that copy was 9% of the samples at T=1000, B=64, H=512 (2078 -> 1802 ms with
+  // 1024; experiment 10, docs/performance.md). B may be 0 (an empty batch).
   const int64_t chunk =
       steps_per_chunk > 0  // given (the tests' chunk boundaries), or from the budget
           ? std::min(T, steps_per_chunk)
@@ -235,7 +245,6 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor c_last = c0_.clone(at::MemoryFormat::Contiguous);  // carried from chunk to chunk
   OptTensor b = contig(bias);
-  at::Tensor w_ih_t = w_ih.t();
   at::Tensor w_hh_t = pack_panels(w_hh.t());                               // (P, 4H)
   at::Tensor w_hr_t = has(w_hr) ? pack_panels(w_hr->t()) : at::Tensor();  // (H, P)
   at::Tensor m = mask_2d(mask, T, B);
@@ -246,11 +255,7 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t n = std::min(chunk, T - t0);
     at::Tensor pre = gates.narrow(0, 0, n).view({n * B, G});
-    at::Tensor x2 = x.narrow(0, t0, n).view({n * B, I});
-    if (b.has_value())
-      at::addmm_out(pre, *b, x2, w_ih_t);  // x W_ih^T + b for the chunk's steps
-    else
-      at::mm_out(pre, x2, w_ih_t);
+    project_into(pre, x.narrow(0, t0, n).view({n * B, I}), w_ih, b);  // the chunk's steps
     AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_infer", [&] {
       LstmForward<scalar_t> a{n, B, H, P,
                               gates.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
