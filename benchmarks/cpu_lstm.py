@@ -309,12 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     global _SGEMM
     info = machine()
     info["kernels_isa"] = cpu_kernels.load_extension().isa()
+    info["kernels_gemm"] = cpu_kernels.load_extension().gemm_library()
     started = time.time()
     _SGEMM = sgemm_gflops()
     print(
         f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads, load {info['loadavg_start']}"
     )
-    print(f"SGEMM {_SGEMM:.1f} GFLOP/s (1024^3, torch.mm)")
+    print(f"SGEMM {_SGEMM:.1f} GFLOP/s (1024^3, the faster of MKL and oneDNN)")
     rows = []
     for kind in cells:
         for T, B, H in grid:

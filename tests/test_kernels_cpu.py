@@ -348,3 +348,79 @@ def test_build_key_separates_checkouts_of_the_same_sources(tmp_path):
         (tmp_path / name).write_bytes((here / name).read_bytes())
     assert cpu._build_key(tmp_path) != cpu._build_key(here)
     assert cpu._build_key(here) == cpu._build_key()
+
+
+# --------------------------------------------------------------------------------------------
+# Every compiled copy of the loops, and both GEMM libraries
+# --------------------------------------------------------------------------------------------
+
+# Run in a fresh process per setting (the copy and the library are chosen once per process):
+# float32 forward and gradients of the three cells, with and without a projection and padding,
+# on batch sizes that run every row tile (1-3 split, 4, 6, 8) and hidden sizes whose 4H leaves
+# an odd panel (H=20: 5 panels of 16 floats) or a panel cut short (H=9), against float64.
+_EVERY_COPY_SCRIPT = r"""
+import sys, torch
+from lstm.kernels import cpu, reference
+ext = cpu.load_extension()
+print(ext.isa(), ext.gemm_library())
+worst = 0.0
+for T, B, I, H, P, ragged in [(6, 1, 5, 20, None, False), (5, 3, 7, 9, 4, True),
+                              (4, 13, 6, 20, None, True), (4, 40, 9, 36, None, False),
+                              (3, 6, 33, 64, None, True)]:
+    g = torch.Generator().manual_seed(T * 1000 + B)
+    r = lambda *s, scale=0.4: torch.randn(*s, generator=g, dtype=torch.float64) * scale
+    P_ = P or H
+    mask = None
+    if ragged:
+        lengths = torch.randint(1, T + 1, (B,), generator=g)
+        lengths[0] = T
+        mask = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(-1)
+    cases = {
+        "lstm": (cpu.lstm, reference.lstm_loop, [r(T, B, I, scale=1), r(B, P_), r(B, H),
+                 r(4 * H, I), r(4 * H, P_), r(4 * H), r(P_, H) if P else None, mask]),
+        "gru": (cpu.gru, reference.gru_loop, [r(T, B, I, scale=1), r(B, H), r(3 * H, I),
+                r(3 * H, H), r(3 * H), r(3 * H), mask]),
+        "rnn": (cpu.rnn, reference.rnn_loop, [r(T, B, I, scale=1), r(B, H), r(H, I), r(H, H),
+                r(H), mask]),
+    }
+    for name, (ours_fn, ref_fn, args) in cases.items():
+        results = []
+        for dtype in (torch.float32, torch.float64):
+            inputs = [a.to(dtype).requires_grad_() if a is not None and a.is_floating_point()
+                      else a for a in args]
+            fn = ours_fn if dtype == torch.float32 else ref_fn
+            outs = fn(*inputs)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            weights = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i),
+                                   dtype=torch.float64).to(dtype) for i, o in enumerate(outs)]
+            sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+            grads = [a.grad for a in inputs if a is not None and a.is_floating_point()]
+            results.append([o.detach().double() for o in outs] + [x.double() for x in grads])
+        for ours, exact in zip(*results):
+            worst = max(worst, ((ours - exact).abs().max() / (1 + exact.abs().max())).item())
+print(worst)
+"""
+
+
+def _copies_and_libraries():
+    best = cpu.load_extension().isa()
+    isas = {"avx512": ["avx512", "avx2", "base"], "avx2": ["avx2", "base"]}.get(best, ["base"])
+    return [(isa, gemm) for isa in isas for gemm in ("mkl", "onednn")]
+
+
+@pytest.mark.parametrize("isa,gemm", _copies_and_libraries())
+def test_every_copy_of_the_loops_and_gemm_library_matches_float64(isa, gemm):
+    """The AVX-512 copy tiles two panels at a time and sends float32's big GEMMs to oneDNN; the
+    AVX2 and portable copies tile one panel and use MKL. Each is checked where this CPU runs it
+    (LSTM_CPU_ISA caps the copy, LSTM_CPU_GEMM forces the library)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LSTM_CPU_ISA=isa, LSTM_CPU_GEMM=gemm)
+    run = subprocess.run([sys.executable, "-c", _EVERY_COPY_SCRIPT], env=env, text=True,
+                         capture_output=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    first, worst = run.stdout.split("\n")[:2]
+    assert first.split() == [isa, gemm]
+    assert float(worst) < 2e-5, worst

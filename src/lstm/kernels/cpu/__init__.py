@@ -8,9 +8,10 @@ a second process reuses the build in well under a second. Where no compiler is p
 
 What runs (see kernels.h): the input projection of every step as one GEMM; per step one product
 for ``W_hh h`` (on weights packed once per call into column panels, split over torch's threads)
-and one vectorized pass over the gates (AVX2+FMA where the CPU has it, picked at run time, so one
-cached build serves every machine); the backward per step is one pass and one product, the weight
-gradients a few big GEMMs after the loop. :func:`lstm_last` (a layer's inference) keeps only the
+and one vectorized pass over the gates (AVX-512 or AVX2+FMA where the CPU has it, picked at run
+time, so one cached build serves every machine); the backward per step is one pass and one
+product, the weight gradients a few big GEMMs after the loop (float32's by oneDNN where the
+AVX-512 copy runs, otherwise by MKL; the extension's ``isa()`` and ``gemm_library()`` say which). :func:`lstm_last` (a layer's inference) keeps only the
 outputs and projects the input a chunk of steps at a time. Gradients with respect to every output (the
 states and the gates) are accepted, as in :mod:`lstm.bptt`. Double backward is not supported on
 this path (``once_differentiable``); use ``backend="bptt"`` for Hessian-vector products.
@@ -32,7 +33,8 @@ from torch.autograd.function import once_differentiable
 __all__ = ["backend", "build_error", "gru", "load_extension", "lstm", "lstm_last", "rnn"]
 
 _SOURCES = ("recurrent.cpp", "kernels.h")
-# -O3 vectorizes the loops; no -march: the AVX2 copy is chosen at run time (see recurrent.cpp).
+# -O3 vectorizes the loops; no -march: the AVX-512, AVX2 or portable copy is chosen at run time
+# (see recurrent.cpp).
 _CFLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 # -fopenmp links libgomp.so.1: the copy torch already loaded (same soname), so the per-step
 # products share torch's thread team and torch.set_num_threads.

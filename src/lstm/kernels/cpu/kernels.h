@@ -1,12 +1,14 @@
 // The fused time loops of the CPU backend: LSTM, GRU and RNN, forward and hand-written BPTT.
 //
-// This file is included twice by recurrent.cpp, inside two namespaces (LSTMK_ISA = avx2 | base):
-// once under `#pragma GCC target("avx2,fma")` and once for any x86-64 (or other) CPU. The loops
-// are plain C++ that the compiler vectorizes; recurrent.cpp picks the copy the running CPU can
-// execute, so one cached build works on every machine (no -march=native).
+// This file is included three times by recurrent.cpp, inside three namespaces (LSTMK_ISA =
+// avx512 | avx2 | base): under `#pragma GCC target(...)` for AVX-512 and for AVX2+FMA, and once
+// for any x86-64 (or other) CPU; LSTMK_VBYTES is the per-step products' vector width (64 bytes
+// for AVX-512, else 32). The loops are plain C++ that the compiler vectorizes; recurrent.cpp
+// picks the copy the running CPU can execute, so one cached build works on every machine (no
+// -march=native).
 //
 // No #include here: everything this file needs is included by recurrent.cpp before it, so that no
-// library function is compiled for AVX2 by accident.
+// library function is compiled for AVX2 or AVX-512 by accident.
 //
 // Layout, one layer and one direction, everything row-major and contiguous:
 //   T steps, B batch rows, H hidden units, P = projection size (P = H without projection).
@@ -18,7 +20,7 @@
 // The backward per step is one elementwise pass and one GEMM; the weight gradients are big GEMMs
 // after the loop (done by the caller).
 
-// The arguments of the loops, defined once (this file is included twice).
+// The arguments of the loops, defined once (this file is included three times).
 #ifndef LSTMK_KERNEL_ARGS
 #define LSTMK_KERNEL_ARGS
 namespace lstmk {
@@ -205,14 +207,22 @@ struct Act<double> {
 // the vector types, which also compile on any GCC/Clang target.)
 // ---------------------------------------------------------------------------------------------
 
-// MR rows of C against one panel: MR x 2 vector accumulators stay in registers while k runs;
-// each panel row (two vectors) loaded once feeds MR rows. For MR >= 4 there are enough
-// independent sums to keep both FMA pipes busy.
-template <typename T, int MR>
-inline void panel_tile(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict panel,
-                       bool accumulate, T* __restrict C, int64_t ldc) {
-  typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
-  constexpr int64_t L = 32 / sizeof(T);
+// Panels a tile spans: one (AVX2 and the portable copy: 32-byte vectors) or two (AVX-512).
+constexpr int64_t kPanelsPerTile = LSTMK_VBYTES == 64 ? 2 : 1;
+inline int64_t panel_tiles(int64_t n) { return (n + kPanelsPerTile - 1) / kPanelsPerTile; }
+
+// A tile is MR rows of C against 2 vectors of columns, W's two "halves" read as two streams
+// wa and wb, one row of W (each half) `ws` elements after the last. With VB = 32 (AVX2) the
+// halves are the two vectors of one panel (wb = wa + 8 floats); with VB = 64 (AVX-512) a vector
+// is a whole panel and the halves are two neighbouring panels: the same C columns either way.
+// MR x 2 vector accumulators stay in registers while k runs; each W row (two vectors) loaded
+// once feeds MR rows. For MR >= 4 there are enough independent sums to keep both FMA pipes busy.
+template <typename T, int MR, int VB>
+inline void panel_tile(int64_t K, const T* __restrict A, int64_t lda, const T* __restrict wa,
+                       const T* __restrict wb, int64_t ws, bool accumulate, T* __restrict C,
+                       int64_t ldc) {
+  typedef T V __attribute__((vector_size(VB), aligned(sizeof(T))));
+  constexpr int64_t L = VB / sizeof(T);
   V acc[MR][2];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
@@ -220,7 +230,7 @@ inline void panel_tile(int64_t K, const T* __restrict A, int64_t lda, const T* _
     for (int v = 0; v < 2; ++v)
       acc[m][v] = accumulate ? *(const V*)(C + m * ldc + v * L) : V{} * T(0);
   for (int64_t k = 0; k < K; ++k) {
-    const V w0 = *(const V*)(panel + k * 2 * L), w1 = *(const V*)(panel + k * 2 * L + L);
+    const V w0 = *(const V*)(wa + k * ws), w1 = *(const V*)(wb + k * ws);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
       const T am = A[m * lda + k];
@@ -235,13 +245,14 @@ inline void panel_tile(int64_t K, const T* __restrict A, int64_t lda, const T* _
 }
 
 // The same for 1 to 3 rows: too few sums to hide the FMA latency, so the k loop runs U = 4 (one
-// row) or 2 interleaved sets of accumulators, added at the end.
-template <typename T, int MR>
+// row) or 2 interleaved sets of accumulators, added at the end (the same U for every VB, so
+// that a column's sum is the same whichever tile computed it).
+template <typename T, int MR, int VB>
 inline void panel_tile_split(int64_t K, const T* __restrict A, int64_t lda,
-                             const T* __restrict panel, bool accumulate, T* __restrict C,
-                             int64_t ldc) {
-  typedef T V __attribute__((vector_size(32), aligned(sizeof(T))));
-  constexpr int64_t L = 32 / sizeof(T);
+                             const T* __restrict wa, const T* __restrict wb, int64_t ws,
+                             bool accumulate, T* __restrict C, int64_t ldc) {
+  typedef T V __attribute__((vector_size(VB), aligned(sizeof(T))));
+  constexpr int64_t L = VB / sizeof(T);
   constexpr int U = MR == 1 ? 4 : 2;
   V acc[U][MR][2];
 #pragma GCC unroll 4
@@ -255,8 +266,7 @@ inline void panel_tile_split(int64_t K, const T* __restrict A, int64_t lda,
   for (; k + U <= K; k += U) {
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
-      const T* w = panel + (k + u) * 2 * L;
-      const V w0 = *(const V*)w, w1 = *(const V*)(w + L);
+      const V w0 = *(const V*)(wa + (k + u) * ws), w1 = *(const V*)(wb + (k + u) * ws);
 #pragma GCC unroll 3
       for (int m = 0; m < MR; ++m) {
         const T am = A[m * lda + k + u];
@@ -266,7 +276,7 @@ inline void panel_tile_split(int64_t K, const T* __restrict A, int64_t lda,
     }
   }
   for (; k < K; ++k) {
-    const V w0 = *(const V*)(panel + k * 2 * L), w1 = *(const V*)(panel + k * 2 * L + L);
+    const V w0 = *(const V*)(wa + k * ws), w1 = *(const V*)(wb + k * ws);
 #pragma GCC unroll 3
     for (int m = 0; m < MR; ++m) {
       acc[0][m][0] += A[m * lda + k] * w0;
@@ -284,44 +294,66 @@ inline void panel_tile_split(int64_t K, const T* __restrict A, int64_t lda,
     }
 }
 
-// MR rows of C[:, n0 : n0 + cols] against one panel; a panel cut short by N (cols < kPanel)
-// goes through a full-width scratch tile (the packed panel is zero beyond N).
-template <typename T, int MR>
+// MR rows of C[:, n0 : n0 + cols] against one panel (VB = 32) or two neighbouring panels
+// (VB = 64), starting at `panel`; a tile cut short by N (cols below its width) goes through a
+// full-width scratch tile (the packed panels are zero beyond N).
+template <typename T, int MR, int VB>
 inline void panel_rows(int64_t K, const T* A, const T* panel, bool accumulate, T* C, int64_t ldc,
                        int64_t cols) {
-  constexpr int64_t NP = kPanel<T>;
+  constexpr int64_t NP = kPanel<T>, L = VB / sizeof(T), width = 2 * L;
+  const T* wb = VB == 64 ? panel + K * NP : panel + L;
   auto tile = [&](bool acc, T* c, int64_t ldc_) {
     if constexpr (MR >= 4)
-      panel_tile<T, MR>(K, A, K, panel, acc, c, ldc_);
+      panel_tile<T, MR, VB>(K, A, K, panel, wb, NP, acc, c, ldc_);
     else
-      panel_tile_split<T, MR>(K, A, K, panel, acc, c, ldc_);
+      panel_tile_split<T, MR, VB>(K, A, K, panel, wb, NP, acc, c, ldc_);
   };
-  if (cols == NP) return tile(accumulate, C, ldc);
-  T scratch[MR * NP] = {};
+  if (cols == width) return tile(accumulate, C, ldc);
+  T scratch[MR * width] = {};
   for (int r = 0; r < MR; ++r)
-    for (int64_t q = 0; q < cols; ++q) scratch[r * NP + q] = accumulate ? C[r * ldc + q] : T(0);
-  tile(true, scratch, NP);
+    for (int64_t q = 0; q < cols; ++q) scratch[r * width + q] = accumulate ? C[r * ldc + q] : T(0);
+  tile(true, scratch, width);
   for (int r = 0; r < MR; ++r)
-    for (int64_t q = 0; q < cols; ++q) C[r * ldc + q] = scratch[r * NP + q];
+    for (int64_t q = 0; q < cols; ++q) C[r * ldc + q] = scratch[r * width + q];
 }
 
-// Panels [p0, p1) of the product, each against every row of A: tiles of 6 rows (4 where 6 would
-// leave 2: 8 = 4 + 4), then 4, then the last 1 to 3 rows.
+// Every row of A against the columns [n0, n0 + cols) that start at `panel`: tiles of 8 rows
+// (AVX-512: 16 accumulators of 32) or of 6 (AVX2: 12 of 16; 4 where 6 would leave 2: 8 = 4 + 4),
+// then 4, then the last 1 to 3 rows.
+template <typename T, int VB>
+inline void panel_column(int64_t M, int64_t N, int64_t K, const T* A, const T* panel,
+                         bool accumulate, T* C, int64_t n0, int64_t cols) {
+  int64_t m = 0;
+  if constexpr (VB == 64) {
+    for (; M - m >= 8; m += 8)
+      panel_rows<T, 8, VB>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
+  } else {
+    for (; M - m >= 6 && M - m != 8; m += 6)
+      panel_rows<T, 6, VB>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
+  }
+  for (; M - m >= 4; m += 4)
+    panel_rows<T, 4, VB>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
+  if (M - m == 3) panel_rows<T, 3, VB>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
+  if (M - m == 2) panel_rows<T, 2, VB>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
+  if (M - m == 1) panel_rows<T, 1, VB>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
+}
+
+// Panels [p0, p1) of the product, each against every row of A. The AVX-512 copy takes them two
+// at a time (one 64-byte vector each), a last odd one alone with the AVX2 tile.
 template <typename T>
 inline void panel_range(int64_t M, int64_t N, int64_t K, const T* A, const T* panels,
                         bool accumulate, T* C, int64_t p0, int64_t p1) {
   constexpr int64_t NP = kPanel<T>;
-  for (int64_t p = p0; p < p1; ++p) {
+  for (int64_t p = p0; p < p1;) {
     const T* panel = panels + p * K * NP;
-    const int64_t n0 = p * NP, cols = std::min(NP, N - n0);
-    int64_t m = 0;
-    for (; M - m >= 6 && M - m != 8; m += 6)
-      panel_rows<T, 6>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
-    for (; M - m >= 4; m += 4)
-      panel_rows<T, 4>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
-    if (M - m == 3) panel_rows<T, 3>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
-    if (M - m == 2) panel_rows<T, 2>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
-    if (M - m == 1) panel_rows<T, 1>(K, A + m * K, panel, accumulate, C + m * N + n0, N, cols);
+    const int64_t n0 = p * NP;
+    if (kPanelsPerTile == 2 && p + 1 < p1) {
+      panel_column<T, 64>(M, N, K, A, panel, accumulate, C, n0, std::min(2 * NP, N - n0));
+      p += 2;
+    } else {
+      panel_column<T, 32>(M, N, K, A, panel, accumulate, C, n0, std::min(NP, N - n0));
+      p += 1;
+    }
   }
 }
 
@@ -331,20 +363,30 @@ inline void panel_range(int64_t M, int64_t N, int64_t K, const T* A, const T* pa
 // only its share of W, so the weights a step streams are shared among the cores' caches. Every
 // output is computed by one thread in the same order whatever the team's size: one thread and
 // two give the same bits.
+// Thread `id`'s share [first, last) of n panels, in whole tiles' worth: two panels at a time in
+// the AVX-512 copy (so that no thread is left an odd panel to run alone mid-range).
+struct PanelShare {
+  int64_t first, last;
+};
+inline PanelShare panel_share(int64_t n, int64_t id, int64_t team) {
+  constexpr int64_t s = kPanelsPerTile;
+  const int64_t units = panel_tiles(n);
+  return {std::min(n, s * (units * id / team)), std::min(n, s * (units * (id + 1) / team))};
+}
+
 template <typename T>
 inline void step_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* panels,
                       bool accumulate, T* C) {
   if (M == 0 || N == 0) return;
   const int64_t n_panels = (N + kPanel<T> - 1) / kPanel<T>;
-  if (step_threads(M * N * K, n_panels) <= 1)
+  if (step_threads(M * N * K, panel_tiles(n_panels)) <= 1)
     return panel_range<T>(M, N, K, A, panels, accumulate, C, 0, n_panels);
   // The whole team, as at::parallel_for does: a num_threads clause that changes the team's size
   // makes libgomp end and start threads (pytorch/pytorch#32008). Threads beyond the panels idle.
 #pragma omp parallel
   {
-    const int64_t team = omp_get_num_threads(), id = omp_get_thread_num();
-    panel_range<T>(M, N, K, A, panels, accumulate, C, n_panels * id / team,
-                   n_panels * (id + 1) / team);
+    const PanelShare s = panel_share(n_panels, omp_get_thread_num(), omp_get_num_threads());
+    panel_range<T>(M, N, K, A, panels, accumulate, C, s.first, s.last);
   }
 }
 
@@ -391,7 +433,8 @@ void lstm_forward(const LstmForward<T>& a) {
   // docs/performance.md. LSTM_CPU_BY_UNITS=0 turns it off.)
   const int64_t unit_panels = H / kPanel<T>;
   const bool by_units = by_units_enabled() && !a.w_hr_t && H % kPanel<T> == 0 &&
-                        !rows_in_parallel(B, H) && step_threads(B * G * P, unit_panels) > 1;
+                        !rows_in_parallel(B, H) &&
+                        step_threads(B * G * P, panel_tiles(unit_panels)) > 1;
   for (int64_t t = 0; t < a.steps; ++t) {
     const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * P;  // (B, P)
     const T* c_prev = t == 0 ? a.c0 : a.c_all + (t - 1) * B * H;  // (B, H)
@@ -417,8 +460,8 @@ void lstm_forward(const LstmForward<T>& a) {
       // the pre-activations it has just written (experiment 12, docs/performance.md).
 #pragma omp parallel
       {
-        const int64_t team = omp_get_num_threads(), id = omp_get_thread_num();
-        const int64_t q0 = unit_panels * id / team, q1 = unit_panels * (id + 1) / team;
+        const PanelShare s = panel_share(unit_panels, omp_get_thread_num(), omp_get_num_threads());
+        const int64_t q0 = s.first, q1 = s.last;
         for (int64_t g = 0; g < 4; ++g)  // z += h_{t-1} W_hh^T, this thread's columns
           panel_range<T>(B, G, P, h_prev, a.w_hh_t, true, z, g * unit_panels + q0,
                          g * unit_panels + q1);

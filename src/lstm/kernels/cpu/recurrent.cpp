@@ -9,6 +9,7 @@
 // doubles the build time).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <omp.h>
@@ -21,42 +22,68 @@
 #include <string>
 #include <vector>
 
-// The loops, compiled twice: for AVX2+FMA and for any CPU; picked at run time.
+// The loops, compiled three times: for AVX-512, for AVX2+FMA and for any CPU; picked at run time.
+// LSTMK_VBYTES is the width of the per-step products' vectors (kernels.h, panel_tile).
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define LSTMK_HAVE_AVX2_COPY 1
+#define LSTMK_HAVE_X86_COPIES 1
+#define LSTMK_ISA avx512
+#define LSTMK_VBYTES 64
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,prefer-vector-width=512")
+#include "kernels.h"
+#pragma GCC pop_options
+#undef LSTMK_ISA
+#undef LSTMK_VBYTES
 #define LSTMK_ISA avx2
+#define LSTMK_VBYTES 32
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 #include "kernels.h"
 #pragma GCC pop_options
 #undef LSTMK_ISA
+#undef LSTMK_VBYTES
 #endif
 #define LSTMK_ISA base
+#define LSTMK_VBYTES 32
 #include "kernels.h"
 #undef LSTMK_ISA
+#undef LSTMK_VBYTES
 
 namespace lstmk {
 
-// "avx2" or "base": the copy of the loops this CPU runs. LSTM_CPU_ISA=base forces the portable
-// copy (to measure what the AVX2 copy buys).
-static bool use_avx2() {
-#ifdef LSTMK_HAVE_AVX2_COPY
-  static const bool value = [] {
-    const char* forced = std::getenv("LSTM_CPU_ISA");
-    if (forced && std::string(forced) == "base") return false;
+// The copy of the loops this CPU runs: 2 = AVX-512 (F, VL, DQ, BW), 1 = AVX2+FMA, 0 = portable.
+// LSTM_CPU_ISA=avx2 or base caps it (to measure what each copy buys).
+enum Isa : int { kBase = 0, kAvx2 = 1, kAvx512 = 2 };
+static Isa isa_level() {
+#ifdef LSTMK_HAVE_X86_COPIES
+  static const Isa value = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    Isa best = kBase;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = kAvx2;
+    if (best == kAvx2 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw"))
+      best = kAvx512;
+    const char* forced = std::getenv("LSTM_CPU_ISA");
+    if (forced && std::string(forced) == "base") return kBase;
+    if (forced && std::string(forced) == "avx2") return std::min(best, kAvx2);
+    return best;
   }();
   return value;
 #else
-  return false;
+  return kBase;
 #endif
 }
 
-std::string isa() { return use_avx2() ? "avx2" : "base"; }
+std::string isa() {
+  const Isa level = isa_level();
+  return level == kAvx512 ? "avx512" : level == kAvx2 ? "avx2" : "base";
+}
 
-#ifdef LSTMK_HAVE_AVX2_COPY
-#define LSTMK_CALL(fn, ...) (use_avx2() ? avx2::fn(__VA_ARGS__) : base::fn(__VA_ARGS__))
+#ifdef LSTMK_HAVE_X86_COPIES
+#define LSTMK_CALL(fn, ...)                                                           \
+  (isa_level() == kAvx512 ? avx512::fn(__VA_ARGS__)                                   \
+                          : isa_level() == kAvx2 ? avx2::fn(__VA_ARGS__) : base::fn(__VA_ARGS__))
 #else
 #define LSTMK_CALL(fn, ...) base::fn(__VA_ARGS__)
 #endif
@@ -134,10 +161,49 @@ static at::Tensor pack_panels(const at::Tensor& w) {
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The big GEMMs: the input projection of all T*B rows before the loop, the input and weight
+// gradients after it. torch's at::mm is MKL, which runs its AVX2 code on AMD's AVX-512 CPUs:
+// 220 GFLOP/s on a 2-core Zen 5 where oneDNN's AVX-512 code, reached through torch's
+// mkldnn::_linear_pointwise operator (strided operands, no copies), runs the same products at
+// 390-500 (docs/performance.md, experiment 13). So float32 goes to oneDNN where this process runs
+// the AVX-512 copy of the loops and torch has the operator; double and every other CPU to MKL.
+// LSTM_CPU_GEMM=mkl or onednn forces one (read once).
+// ---------------------------------------------------------------------------------------------
+
+using LinearFn = at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+                            c10::string_view, c10::List<c10::optional<at::Scalar>>,
+                            c10::optional<c10::string_view>);
+
+static const c10::TypedOperatorHandle<LinearFn>* onednn_linear() {
+  static const c10::optional<c10::TypedOperatorHandle<LinearFn>> op =
+      []() -> c10::optional<c10::TypedOperatorHandle<LinearFn>> {
+    const char* forced = std::getenv("LSTM_CPU_GEMM");
+    const std::string choice = forced ? forced : "";
+    if (choice == "mkl" || (choice != "onednn" && isa_level() != kAvx512)) return c10::nullopt;
+    auto handle = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+    if (!handle.has_value()) return c10::nullopt;
+    return handle->typed<LinearFn>();
+  }();
+  return op.has_value() ? &*op : nullptr;
+}
+
+std::string gemm_library() { return onednn_linear() ? "onednn" : "mkl"; }
+
+// a (M, K) @ b (K, N) (+ bias (N)), any strides: one big GEMM, by oneDNN or MKL (above).
+static at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, const OptTensor& bias = {}) {
+  const auto* op = onednn_linear();
+  if (op && a.scalar_type() == at::kFloat && a.numel() > 0 && b.numel() > 0)
+    return op->call(a, b.t(), bias, "none", c10::List<c10::optional<at::Scalar>>(), c10::nullopt);
+  return has(bias) ? at::addmm(*bias, a, b) : at::mm(a, b);
+}
+
 // out (R, G) = x2 (R, I) @ w^T (+ bias): the input projection of R rows (steps x batch) as one GEMM.
 static void project_into(at::Tensor& out, const at::Tensor& x2, const at::Tensor& w,
                          const OptTensor& b) {
-  if (has(b))
+  if (onednn_linear() && x2.scalar_type() == at::kFloat)
+    out.copy_(gemm(x2, w.t(), b));
+  else if (has(b))
     at::addmm_out(out, *b, x2, w.t());
   else
     at::mm_out(out, x2, w.t());
@@ -146,19 +212,17 @@ static void project_into(at::Tensor& out, const at::Tensor& x2, const at::Tensor
 // x (T, B, I) @ w^T (+ bias): the input projection of every step as one GEMM, (T, B, G).
 static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w, const OptTensor& b) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2);
-  at::Tensor out = at::empty({T * B, w.size(0)}, x.options());
-  project_into(out, x.reshape({T * B, I}), w, b);
-  return out.view({T, B, w.size(0)});
+  return gemm(x.reshape({T * B, I}), w.t(), b).view({T, B, w.size(0)});
 }
 
 // dW_hh = sum_t d_pre[t]^T h_prev[t] with h_prev = (h0, h_all[0], ..., h_all[T-2]), no copy.
 static at::Tensor grad_recurrent_weight(const at::Tensor& d_pre, const at::Tensor& h0,
                                         const at::Tensor& h_all) {
   const int64_t T = d_pre.size(0), B = d_pre.size(1), G = d_pre.size(2), P = h0.size(1);
-  at::Tensor dw = at::mm(d_pre[0].t(), h0);
+  at::Tensor dw = gemm(d_pre[0].t(), h0);
   if (T > 1)
-    dw.addmm_(d_pre.narrow(0, 1, T - 1).reshape({(T - 1) * B, G}).t(),
-              h_all.narrow(0, 0, T - 1).reshape({(T - 1) * B, P}));
+    dw.add_(gemm(d_pre.narrow(0, 1, T - 1).reshape({(T - 1) * B, G}).t(),
+                 h_all.narrow(0, 0, T - 1).reshape({(T - 1) * B, P})));
   return dw;
 }
 
@@ -315,14 +379,14 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
   });
   at::Tensor d2 = d_pre.view({T * B, G});
   at::Tensor dx, dw_ih, dw_hh, db, dw_hr;
-  if (needs[0]) dx = at::mm(d2, w_ih).view({T, B, I});
-  if (needs[3]) dw_ih = at::mm(d2.t(), x.reshape({T * B, I}));
+  if (needs[0]) dx = gemm(d2, w_ih).view({T, B, I});
+  if (needs[3]) dw_ih = gemm(d2.t(), x.reshape({T * B, I}));
   if (needs[4]) dw_hh = grad_recurrent_weight(d_pre, h0.contiguous(), h_all);
   if (needs[5]) db = d2.sum(0);
   if (needs[6] && has(w_hr)) {
     // h before the projection, o * tanh(c); on padding rows it is wrong but dh_step is zero there.
     at::Tensor h_raw = gates.narrow(2, 3 * H, H) * tanh_c;  // (T, B, H)
-    dw_hr = at::mm(dh_step.view({T * B, P}).t(), h_raw.view({T * B, H}));
+    dw_hr = gemm(dh_step.view({T * B, P}).t(), h_raw.view({T * B, H}));
   }
   return {dx, needs[1] ? dh : at::Tensor(), needs[2] ? dc : at::Tensor(), dw_ih, dw_hh, db, dw_hr};
 }
@@ -396,8 +460,8 @@ std::vector<at::Tensor> gru_backward(const OptTensor& grad_h_, const OptTensor& 
   });
   at::Tensor dgx2 = d_gx.view({T * B, G}), dgh2 = d_gh.view({T * B, G});
   at::Tensor dx, dw_ih, dw_hh, db_ih, db_hh;
-  if (needs[0]) dx = at::mm(dgx2, w_ih).view({T, B, I});
-  if (needs[2]) dw_ih = at::mm(dgx2.t(), x.reshape({T * B, I}));
+  if (needs[0]) dx = gemm(dgx2, w_ih).view({T, B, I});
+  if (needs[2]) dw_ih = gemm(dgx2.t(), x.reshape({T * B, I}));
   if (needs[3]) dw_hh = grad_recurrent_weight(d_gh, h0_c, h_all);
   if (needs[4]) db_ih = dgx2.sum(0);
   if (needs[5]) db_hh = dgh2.sum(0);
@@ -466,8 +530,8 @@ std::vector<at::Tensor> rnn_backward(const OptTensor& grad_h_, const at::Tensor&
   });
   at::Tensor d2 = d_pre.view({T * B, H});
   at::Tensor dx, dw_ih, dw_hh, db;
-  if (needs[0]) dx = at::mm(d2, w_ih).view({T, B, I});
-  if (needs[2]) dw_ih = at::mm(d2.t(), x.reshape({T * B, I}));
+  if (needs[0]) dx = gemm(d2, w_ih).view({T, B, I});
+  if (needs[2]) dw_ih = gemm(d2.t(), x.reshape({T * B, I}));
   if (needs[3]) dw_hh = grad_recurrent_weight(d_pre, h0_c, h_all);
   if (needs[4]) db = d2.sum(0);
   return {dx, needs[1] ? dh : at::Tensor(), dw_ih, dw_hh, db};
@@ -543,12 +607,17 @@ class Stepper {
                                   c10::str(x_.device()));
     at::Tensor x = x_.contiguous();
     AT_DISPATCH_FLOATING_TYPES(dtype_, "step", [&] {
-      if (use_avx2()) {
-#ifdef LSTMK_HAVE_AVX2_COPY
-        run<scalar_t, true>(x.data_ptr<scalar_t>());
+      switch (isa_level()) {
+#ifdef LSTMK_HAVE_X86_COPIES
+        case kAvx512:
+          run<scalar_t, kAvx512>(x.data_ptr<scalar_t>());
+          break;
+        case kAvx2:
+          run<scalar_t, kAvx2>(x.data_ptr<scalar_t>());
+          break;
 #endif
-      } else {
-        run<scalar_t, false>(x.data_ptr<scalar_t>());
+        default:
+          run<scalar_t, kBase>(x.data_ptr<scalar_t>());
       }
     });
     at::Tensor out = h_[layers_ - 1].clone();
@@ -559,7 +628,7 @@ class Stepper {
   OptTensor c() const { return c_.defined() ? OptTensor(c_) : c10::nullopt; }
 
  private:
-  template <typename T, bool AVX2>
+  template <typename T, int ISA>
   void run(const T* x) {
     const int64_t B = batch_, H = hidden_, P = proj_;
     const bool lstm = mode_ == "LSTM", gru = mode_ == "GRU";
@@ -574,60 +643,64 @@ class Stepper {
       T* h = h_.data_ptr<T>() + l * B * P;
       const T* bias = bias_[l].data_ptr<T>();
       for (int64_t b = 0; b < B; ++b) std::memcpy(z + b * G, bias, G * sizeof(T));
-      gemm<T, AVX2>(B, G, in_size, input, w_ih_t_[l].data_ptr<T>(), true, z);  // z = b + x W_ih^T
+      gemm<T, ISA>(B, G, in_size, input, w_ih_t_[l].data_ptr<T>(), true, z);  // z = b + x W_ih^T
       if (lstm) {
         T* c = c_.data_ptr<T>() + l * B * H;
-        gemm<T, AVX2>(B, G, P, h, w_hh_t_[l].data_ptr<T>(), true, z);  // z += h W_hh^T
-        for (int64_t b = 0; b < B; ++b) pointwise_lstm<T, AVX2>(H, z + b * G, c + b * H,
+        gemm<T, ISA>(B, G, P, h, w_hh_t_[l].data_ptr<T>(), true, z);  // z += h W_hh^T
+        for (int64_t b = 0; b < B; ++b) pointwise_lstm<T, ISA>(H, z + b * G, c + b * H,
                                                                 c_new + b * H, h_new + b * H);
         std::memcpy(c, c_new, B * H * sizeof(T));
         if (!w_hr_t_.empty())
-          gemm<T, AVX2>(B, P, H, h_new, w_hr_t_[l].data_ptr<T>(), false, h);
+          gemm<T, ISA>(B, P, H, h_new, w_hr_t_[l].data_ptr<T>(), false, h);
         else
           std::memcpy(h, h_new, B * H * sizeof(T));
       } else if (gru) {
         const T* bias_hh = bias_hh_[l].data_ptr<T>();
         for (int64_t b = 0; b < B; ++b) std::memcpy(gh + b * G, bias_hh, G * sizeof(T));
-        gemm<T, AVX2>(B, G, H, h, w_hh_t_[l].data_ptr<T>(), true, gh);  // gh = b_hh + h W_hh^T
+        gemm<T, ISA>(B, G, H, h, w_hh_t_[l].data_ptr<T>(), true, gh);  // gh = b_hh + h W_hh^T
         for (int64_t b = 0; b < B; ++b)
-          pointwise_gru<T, AVX2>(H, z + b * G, gh + b * G, h + b * H, h_new + b * H);
+          pointwise_gru<T, ISA>(H, z + b * G, gh + b * G, h + b * H, h_new + b * H);
         std::memcpy(h, h_new, B * H * sizeof(T));
       } else {
-        gemm<T, AVX2>(B, G, H, h, w_hh_t_[l].data_ptr<T>(), true, z);
+        gemm<T, ISA>(B, G, H, h, w_hh_t_[l].data_ptr<T>(), true, z);
         const bool relu = mode_ == "RNN_RELU";
         for (int64_t k = 0; k < B * H; ++k)
-          h[k] = relu ? (z[k] > T(0) ? z[k] : T(0)) : act_tanh<T, AVX2>(z[k]);
+          h[k] = relu ? (z[k] > T(0) ? z[k] : T(0)) : act_tanh<T, ISA>(z[k]);
       }
       input = h;
       in_size = P;
     }
   }
 
-  template <typename T, bool AVX2>
+  template <typename T, int ISA>
   static void gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* W, bool acc, T* C) {
-#ifdef LSTMK_HAVE_AVX2_COPY
-    if (AVX2) return avx2::step_gemm<T>(M, N, K, A, W, acc, C);
+#ifdef LSTMK_HAVE_X86_COPIES
+    if (ISA == kAvx512) return avx512::step_gemm<T>(M, N, K, A, W, acc, C);
+    if (ISA == kAvx2) return avx2::step_gemm<T>(M, N, K, A, W, acc, C);
 #endif
     base::step_gemm<T>(M, N, K, A, W, acc, C);
   }
-  template <typename T, bool AVX2>
+  template <typename T, int ISA>
   static void pointwise_lstm(int64_t H, T* z, const T* c, T* c_out, T* h_out) {
-#ifdef LSTMK_HAVE_AVX2_COPY
-    if (AVX2) return avx2::lstm_pointwise_forward<T, false>(H, H, z, c, c_out, h_out, nullptr);
+#ifdef LSTMK_HAVE_X86_COPIES
+    if (ISA == kAvx512) return avx512::lstm_pointwise_forward<T, false>(H, H, z, c, c_out, h_out, nullptr);
+    if (ISA == kAvx2) return avx2::lstm_pointwise_forward<T, false>(H, H, z, c, c_out, h_out, nullptr);
 #endif
     base::lstm_pointwise_forward<T, false>(H, H, z, c, c_out, h_out, nullptr);
   }
-  template <typename T, bool AVX2>
+  template <typename T, int ISA>
   static void pointwise_gru(int64_t H, T* gx, const T* gh, const T* h, T* h_out) {
-#ifdef LSTMK_HAVE_AVX2_COPY
-    if (AVX2) return avx2::gru_pointwise_forward<T, false>(H, gx, gh, h, h_out, nullptr);
+#ifdef LSTMK_HAVE_X86_COPIES
+    if (ISA == kAvx512) return avx512::gru_pointwise_forward<T, false>(H, gx, gh, h, h_out, nullptr);
+    if (ISA == kAvx2) return avx2::gru_pointwise_forward<T, false>(H, gx, gh, h, h_out, nullptr);
 #endif
     base::gru_pointwise_forward<T, false>(H, gx, gh, h, h_out, nullptr);
   }
-  template <typename T, bool AVX2>
+  template <typename T, int ISA>
   static T act_tanh(T v) {
-#ifdef LSTMK_HAVE_AVX2_COPY
-    if (AVX2) return avx2::Act<T>::tanh(v);
+#ifdef LSTMK_HAVE_X86_COPIES
+    if (ISA == kAvx512) return avx512::Act<T>::tanh(v);
+    if (ISA == kAvx2) return avx2::Act<T>::tanh(v);
 #endif
     return base::Act<T>::tanh(v);
   }
@@ -644,7 +717,9 @@ class Stepper {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "lstm's fused CPU kernels: LSTM, GRU and RNN time loops, forward and BPTT";
-  m.def("isa", &lstmk::isa, "which copy of the loops runs here: 'avx2' or 'base'");
+  m.def("isa", &lstmk::isa, "which copy of the loops runs here: 'avx512', 'avx2' or 'base'");
+  m.def("gemm_library", &lstmk::gemm_library,
+        "which library runs the big float32 GEMMs here: 'onednn' or 'mkl'");
   m.def("step_threads", &lstmk::step_threads,
         "threads a per-step product of `macs` multiply-adds over `blocks` column tiles runs on");
   m.def("lstm_forward", &lstmk::lstm_forward);
