@@ -9,9 +9,9 @@
 // doubles the build time).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <dlfcn.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -164,55 +164,74 @@ static at::Tensor pack_panels(const at::Tensor& w) {
 // ---------------------------------------------------------------------------------------------
 // The big GEMMs: the input projection of all T*B rows before the loop, the input and weight
 // gradients after it. torch's at::mm is MKL, which runs its AVX2 code on AMD's AVX-512 CPUs:
-// 220 GFLOP/s on a 2-core Zen 5 where oneDNN's AVX-512 code, reached through torch's
-// mkldnn::_linear_pointwise operator (strided operands, no copies), runs the same products at
-// 390-500 (docs/performance.md, experiment 13). So float32 goes to oneDNN where this process runs
-// the AVX-512 copy of the loops and torch has the operator; double and every other CPU to MKL.
-// LSTM_CPU_GEMM=mkl or onednn forces one (read once).
+// 220 GFLOP/s on a 2-core Zen 5, where oneDNN's AVX-512 code runs the same products at 400-500
+// (docs/performance.md, experiment 13). So float32 goes to oneDNN where this process runs the
+// AVX-512 copy of the loops, through torch's own at::native::mkldnn_matmul (strided operands,
+// written in place, C = A B + beta C). That function is exported by libtorch_cpu but has no
+// public header, so it is looked up at run time: a torch without it gets MKL, never a failed
+// load. Double and every other CPU: MKL. LSTM_CPU_GEMM=mkl or onednn forces one (read once).
 // ---------------------------------------------------------------------------------------------
 
-using LinearFn = at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
-                            c10::string_view, c10::List<c10::optional<at::Scalar>>,
-                            c10::optional<c10::string_view>);
+using MatmulFn = void (*)(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
+                          float beta, float alpha);
 
-static const c10::TypedOperatorHandle<LinearFn>* onednn_linear() {
-  static const c10::optional<c10::TypedOperatorHandle<LinearFn>> op =
-      []() -> c10::optional<c10::TypedOperatorHandle<LinearFn>> {
+static MatmulFn onednn_matmul() {
+  static const MatmulFn fn = []() -> MatmulFn {
     const char* forced = std::getenv("LSTM_CPU_GEMM");
     const std::string choice = forced ? forced : "";
-    if (choice == "mkl" || (choice != "onednn" && isa_level() != kAvx512)) return c10::nullopt;
-    auto handle = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
-    if (!handle.has_value()) return c10::nullopt;
-    return handle->typed<LinearFn>();
+    if (choice == "mkl" || (choice != "onednn" && isa_level() != kAvx512)) return nullptr;
+    void* torch_cpu = dlopen("libtorch_cpu.so", RTLD_NOW | RTLD_NOLOAD);
+    if (!torch_cpu) return nullptr;
+    return reinterpret_cast<MatmulFn>(
+        dlsym(torch_cpu, "_ZN2at6native13mkldnn_matmulERKNS_6TensorES3_S3_ff"));
   }();
-  return op.has_value() ? &*op : nullptr;
+  return fn;
 }
 
-std::string gemm_library() { return onednn_linear() ? "onednn" : "mkl"; }
+std::string gemm_library() { return onednn_matmul() ? "onednn" : "mkl"; }
 
-// a (M, K) @ b (K, N) (+ bias (N)), any strides: one big GEMM, by oneDNN or MKL (above).
-static at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, const OptTensor& bias = {}) {
-  const auto* op = onednn_linear();
-  if (op && a.scalar_type() == at::kFloat && a.numel() > 0 && b.numel() > 0)
-    return op->call(a, b.t(), bias, "none", c10::List<c10::optional<at::Scalar>>(), c10::nullopt);
-  return has(bias) ? at::addmm(*bias, a, b) : at::mm(a, b);
+static bool by_onednn(const at::Tensor& a, const at::Tensor& b) {
+  return onednn_matmul() && a.scalar_type() == at::kFloat && a.numel() > 0 && b.numel() > 0;
+}
+
+// c (M, N) += a (M, K) @ b (K, N), any strides.
+static void gemm_add(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b) {
+  if (by_onednn(a, b))
+    onednn_matmul()(a, b, c, 1.0f, 1.0f);
+  else
+    c.addmm_(a, b);
+}
+
+// a (M, K) @ b (K, N), any strides: a new (M, N) tensor.
+static at::Tensor gemm(const at::Tensor& a, const at::Tensor& b) {
+  if (!by_onednn(a, b)) return at::mm(a, b);
+  at::Tensor c = at::empty({a.size(0), b.size(1)}, a.options());
+  onednn_matmul()(a, b, c, 0.0f, 1.0f);
+  return c;
 }
 
 // out (R, G) = x2 (R, I) @ w^T (+ bias): the input projection of R rows (steps x batch) as one GEMM.
 static void project_into(at::Tensor& out, const at::Tensor& x2, const at::Tensor& w,
                          const OptTensor& b) {
-  if (onednn_linear() && x2.scalar_type() == at::kFloat)
-    out.copy_(gemm(x2, w.t(), b));
-  else if (has(b))
+  if (by_onednn(x2, w)) {
+    if (has(b))
+      out.copy_(b->expand_as(out));
+    else
+      out.zero_();
+    onednn_matmul()(x2, w.t(), out, 1.0f, 1.0f);
+  } else if (has(b)) {
     at::addmm_out(out, *b, x2, w.t());
-  else
+  } else {
     at::mm_out(out, x2, w.t());
+  }
 }
 
 // x (T, B, I) @ w^T (+ bias): the input projection of every step as one GEMM, (T, B, G).
 static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w, const OptTensor& b) {
   const int64_t T = x.size(0), B = x.size(1), I = x.size(2);
-  return gemm(x.reshape({T * B, I}), w.t(), b).view({T, B, w.size(0)});
+  at::Tensor out = at::empty({T * B, w.size(0)}, x.options());
+  project_into(out, x.reshape({T * B, I}), w, b);
+  return out.view({T, B, w.size(0)});
 }
 
 // dW_hh = sum_t d_pre[t]^T h_prev[t] with h_prev = (h0, h_all[0], ..., h_all[T-2]), no copy.
@@ -221,8 +240,8 @@ static at::Tensor grad_recurrent_weight(const at::Tensor& d_pre, const at::Tenso
   const int64_t T = d_pre.size(0), B = d_pre.size(1), G = d_pre.size(2), P = h0.size(1);
   at::Tensor dw = gemm(d_pre[0].t(), h0);
   if (T > 1)
-    dw.add_(gemm(d_pre.narrow(0, 1, T - 1).reshape({(T - 1) * B, G}).t(),
-                 h_all.narrow(0, 0, T - 1).reshape({(T - 1) * B, P})));
+    gemm_add(dw, d_pre.narrow(0, 1, T - 1).reshape({(T - 1) * B, G}).t(),
+             h_all.narrow(0, 0, T - 1).reshape({(T - 1) * B, P}));
   return dw;
 }
 
