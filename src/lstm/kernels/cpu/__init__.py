@@ -11,9 +11,10 @@ for ``W_hh h`` (on weights packed once per call into column panels, split over t
 and one vectorized pass over the gates (AVX-512 or AVX2+FMA where the CPU has it, picked at run
 time, so one cached build serves every machine); the backward per step is one pass and one
 product, the weight gradients a few big GEMMs after the loop (float32's by oneDNN where the
-AVX-512 copy runs, otherwise by MKL; the extension's ``isa()`` and ``gemm_library()`` say which). :func:`lstm_last` (a layer's inference) keeps only the
-outputs and projects the input a chunk of steps at a time. Gradients with respect to every output (the
-states and the gates) are accepted, as in :mod:`lstm.bptt`. Double backward is not supported on
+AVX-512 copy runs, otherwise by MKL; the extension's ``isa()`` and ``gemm_library()`` say
+which). :func:`lstm_last` (a layer's inference) keeps only the outputs and projects the input a
+chunk of steps at a time. Gradients with respect to every output (the states and the gates) are
+accepted, as in :mod:`lstm.bptt`. Double backward is not supported on
 this path (``once_differentiable``); use ``backend="bptt"`` for Hessian-vector products.
 """
 

@@ -134,7 +134,7 @@ inline bool rows_in_parallel(int64_t B, int64_t H) {
 }
 
 // The per-step products read their weights in panels of kPanel<T> columns (64 bytes: two AVX
-// vectors, 16 floats or 8 doubles): W[K, N] as ceil(N / kPanel) blocks of (K, kPanel), each
+// vectors or one AVX-512 vector, 16 floats or 8 doubles): W[K, N] as ceil(N / kPanel) blocks of (K, kPanel), each
 // contiguous, the last one zero-padded (recurrent.cpp's pack_panels; step_gemm below).
 template <typename T>
 constexpr int64_t kPanel = 64 / sizeof(T);
@@ -198,12 +198,12 @@ struct Act<double> {
 // ---------------------------------------------------------------------------------------------
 // The per-step product C[M, N] (+)= A[M, K] @ W[K, N]: A is the batch's state (M = B rows, a few
 // to a few dozen), W a weight matrix fixed for the whole call, packed once by recurrent.cpp's
-// pack_panels into panels of kPanel<T> columns (two AVX vectors; see kPanel). For each panel every
-// tile of rows runs its whole k loop with the accumulators in registers, reading the panel
+// pack_panels into panels of kPanel<T> columns (see kPanel). For each panel (two neighbouring
+// panels in the AVX-512 copy) every tile of rows runs its whole k loop with the accumulators in registers, reading the panel
 // sequentially: the panel (K x 64 bytes, 32 KB at K = 512) stays in L1 while all the batch's rows
 // pass over it, so W is read from L2/L3 once per step, and never with a stride. A BLAS call
-// repacks W on every call (MKL reaches 90-140 GFLOP/s on these shapes on this machine, the tiles
-// 150-190; docs/performance.md, experiment 7). (Auto-vectorization kept the tile in memory: hence
+// repacks W on every call (on an AVX2 host MKL reached 90-140 GFLOP/s on these shapes, the tiles
+// 150-190; docs/performance.md, experiment 7; the AVX-512 copy: experiment 13). (Auto-vectorization kept the tile in memory: hence
 // the vector types, which also compile on any GCC/Clang target.)
 // ---------------------------------------------------------------------------------------------
 
