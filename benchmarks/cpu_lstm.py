@@ -308,8 +308,8 @@ def main(argv: list[str] | None = None) -> int:
 
     global _SGEMM
     info = machine()
-    info["kernels_isa"] = cpu_kernels.load_extension().isa()
-    info["kernels_gemm"] = cpu_kernels.load_extension().gemm_library()
+    ext = cpu_kernels.load_extension()
+    info["kernels_isa"], info["kernels_gemm"] = ext.isa(), ext.gemm_library()
     started = time.time()
     _SGEMM = sgemm_gflops()
     print(

@@ -134,8 +134,9 @@ inline bool rows_in_parallel(int64_t B, int64_t H) {
 }
 
 // The per-step products read their weights in panels of kPanel<T> columns (64 bytes: two AVX
-// vectors or one AVX-512 vector, 16 floats or 8 doubles): W[K, N] as ceil(N / kPanel) blocks of (K, kPanel), each
-// contiguous, the last one zero-padded (recurrent.cpp's pack_panels; step_gemm below).
+// vectors or one AVX-512 vector, 16 floats or 8 doubles): W[K, N] as ceil(N / kPanel) blocks of
+// (K, kPanel), each contiguous, the last one zero-padded (recurrent.cpp's pack_panels; step_gemm
+// below).
 template <typename T>
 constexpr int64_t kPanel = 64 / sizeof(T);
 
@@ -199,12 +200,13 @@ struct Act<double> {
 // The per-step product C[M, N] (+)= A[M, K] @ W[K, N]: A is the batch's state (M = B rows, a few
 // to a few dozen), W a weight matrix fixed for the whole call, packed once by recurrent.cpp's
 // pack_panels into panels of kPanel<T> columns (see kPanel). For each panel (two neighbouring
-// panels in the AVX-512 copy) every tile of rows runs its whole k loop with the accumulators in registers, reading the panel
-// sequentially: the panel (K x 64 bytes, 32 KB at K = 512) stays in L1 while all the batch's rows
-// pass over it, so W is read from L2/L3 once per step, and never with a stride. A BLAS call
-// repacks W on every call (on an AVX2 host MKL reached 90-140 GFLOP/s on these shapes, the tiles
-// 150-190; docs/performance.md, experiment 7; the AVX-512 copy: experiment 13). (Auto-vectorization kept the tile in memory: hence
-// the vector types, which also compile on any GCC/Clang target.)
+// panels in the AVX-512 copy) every tile of rows runs its whole k loop with the accumulators in
+// registers, reading the panel sequentially: the panel (K x 64 bytes, 32 KB at K = 512) stays in
+// L1 while all the batch's rows pass over it, so W is read from L2/L3 once per step, and never
+// with a stride. A BLAS call repacks W on every call (on an AVX2 host MKL reached 90-140 GFLOP/s
+// on these shapes, the tiles 150-190; docs/performance.md, experiment 7; the AVX-512 copy:
+// experiment 13). (Auto-vectorization kept the tile in memory: hence the vector types, which
+// also compile on any GCC/Clang target.)
 // ---------------------------------------------------------------------------------------------
 
 // Panels a tile spans: one (AVX2 and the portable copy: 32-byte vectors) or two (AVX-512).
@@ -357,12 +359,6 @@ inline void panel_range(int64_t M, int64_t N, int64_t K, const T* A, const T* pa
   }
 }
 
-// C[M, N] (+)= A[M, K] @ W[K, N], A and C row-major and contiguous, W in panels (pack_panels).
-// From step_threads()'s minimum of work on, the panels are split over torch's OpenMP team (the
-// runtime torch loaded: torch.set_num_threads sets it), forked per product: each thread reads
-// only its share of W, so the weights a step streams are shared among the cores' caches. Every
-// output is computed by one thread in the same order whatever the team's size: one thread and
-// two give the same bits.
 // Thread `id`'s share [first, last) of n panels, in whole tiles' worth: two panels at a time in
 // the AVX-512 copy (so that no thread is left an odd panel to run alone mid-range).
 struct PanelShare {
@@ -374,6 +370,12 @@ inline PanelShare panel_share(int64_t n, int64_t id, int64_t team) {
   return {std::min(n, s * (units * id / team)), std::min(n, s * (units * (id + 1) / team))};
 }
 
+// C[M, N] (+)= A[M, K] @ W[K, N], A and C row-major and contiguous, W in panels (pack_panels).
+// From step_threads()'s minimum of work on, the panels are split over torch's OpenMP team (the
+// runtime torch loaded: torch.set_num_threads sets it), forked per product: each thread reads
+// only its share of W, so the weights a step streams are shared among the cores' caches. Every
+// output is computed by one thread in the same order whatever the team's size: one thread and
+// two give the same bits.
 template <typename T>
 inline void step_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* panels,
                       bool accumulate, T* C) {
@@ -460,7 +462,8 @@ void lstm_forward(const LstmForward<T>& a) {
       // the pre-activations it has just written (experiment 12, docs/performance.md).
 #pragma omp parallel
       {
-        const PanelShare s = panel_share(unit_panels, omp_get_thread_num(), omp_get_num_threads());
+        const PanelShare s =
+            panel_share(unit_panels, omp_get_thread_num(), omp_get_num_threads());
         const int64_t q0 = s.first, q1 = s.last;
         for (int64_t g = 0; g < 4; ++g)  // z += h_{t-1} W_hh^T, this thread's columns
           panel_range<T>(B, G, P, h_prev, a.w_hh_t, true, z, g * unit_panels + q0,

@@ -80,13 +80,17 @@ std::string isa() {
   return level == kAvx512 ? "avx512" : level == kAvx2 ? "avx2" : "base";
 }
 
+// LSTMK_IN(level, f(args)): the call f(args) in the copy of the loops for `level`, a run-time
+// value (LSTMK_CALL: this CPU's) or a compile-time one (the Stepper's template argument, where
+// the compiler keeps only the branch taken).
 #ifdef LSTMK_HAVE_X86_COPIES
-#define LSTMK_CALL(fn, ...)                                                           \
-  (isa_level() == kAvx512 ? avx512::fn(__VA_ARGS__)                                   \
-                          : isa_level() == kAvx2 ? avx2::fn(__VA_ARGS__) : base::fn(__VA_ARGS__))
+#define LSTMK_IN(level, ...)                               \
+  ((level) == kAvx512 ? avx512::__VA_ARGS__                \
+                      : (level) == kAvx2 ? avx2::__VA_ARGS__ : base::__VA_ARGS__)
 #else
-#define LSTMK_CALL(fn, ...) base::fn(__VA_ARGS__)
+#define LSTMK_IN(level, ...) base::__VA_ARGS__
 #endif
+#define LSTMK_CALL(fn, ...) LSTMK_IN(isa_level(), fn(__VA_ARGS__))
 
 // ---------------------------------------------------------------------------------------------
 // Argument checks (the layers check the user's arguments; these guard direct calls).
@@ -195,7 +199,7 @@ static bool by_onednn(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // c (M, N) += a (M, K) @ b (K, N), any strides.
-static void gemm_add(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b) {
+static void big_gemm_add(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b) {
   if (by_onednn(a, b))
     onednn_matmul()(a, b, c, 1.0f, 1.0f);
   else
@@ -203,14 +207,15 @@ static void gemm_add(const at::Tensor& c, const at::Tensor& a, const at::Tensor&
 }
 
 // a (M, K) @ b (K, N), any strides: a new (M, N) tensor.
-static at::Tensor gemm(const at::Tensor& a, const at::Tensor& b) {
+static at::Tensor big_gemm(const at::Tensor& a, const at::Tensor& b) {
   if (!by_onednn(a, b)) return at::mm(a, b);
   at::Tensor c = at::empty({a.size(0), b.size(1)}, a.options());
   onednn_matmul()(a, b, c, 0.0f, 1.0f);
   return c;
 }
 
-// out (R, G) = x2 (R, I) @ w^T (+ bias): the input projection of R rows (steps x batch) as one GEMM.
+// out (R, G) = x2 (R, I) @ w^T (+ bias): the input projection of R rows (steps x batch), one
+// GEMM.
 static void project_into(at::Tensor& out, const at::Tensor& x2, const at::Tensor& w,
                          const OptTensor& b) {
   if (by_onednn(x2, w)) {
@@ -238,9 +243,9 @@ static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w, con
 static at::Tensor grad_recurrent_weight(const at::Tensor& d_pre, const at::Tensor& h0,
                                         const at::Tensor& h_all) {
   const int64_t T = d_pre.size(0), B = d_pre.size(1), G = d_pre.size(2), P = h0.size(1);
-  at::Tensor dw = gemm(d_pre[0].t(), h0);
+  at::Tensor dw = big_gemm(d_pre[0].t(), h0);
   if (T > 1)
-    gemm_add(dw, d_pre.narrow(0, 1, T - 1).reshape({(T - 1) * B, G}).t(),
+    big_gemm_add(dw, d_pre.narrow(0, 1, T - 1).reshape({(T - 1) * B, G}).t(),
              h_all.narrow(0, 0, T - 1).reshape({(T - 1) * B, P}));
   return dw;
 }
@@ -398,14 +403,14 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
   });
   at::Tensor d2 = d_pre.view({T * B, G});
   at::Tensor dx, dw_ih, dw_hh, db, dw_hr;
-  if (needs[0]) dx = gemm(d2, w_ih).view({T, B, I});
-  if (needs[3]) dw_ih = gemm(d2.t(), x.reshape({T * B, I}));
+  if (needs[0]) dx = big_gemm(d2, w_ih).view({T, B, I});
+  if (needs[3]) dw_ih = big_gemm(d2.t(), x.reshape({T * B, I}));
   if (needs[4]) dw_hh = grad_recurrent_weight(d_pre, h0.contiguous(), h_all);
   if (needs[5]) db = d2.sum(0);
   if (needs[6] && has(w_hr)) {
     // h before the projection, o * tanh(c); on padding rows it is wrong but dh_step is zero there.
     at::Tensor h_raw = gates.narrow(2, 3 * H, H) * tanh_c;  // (T, B, H)
-    dw_hr = gemm(dh_step.view({T * B, P}).t(), h_raw.view({T * B, H}));
+    dw_hr = big_gemm(dh_step.view({T * B, P}).t(), h_raw.view({T * B, H}));
   }
   return {dx, needs[1] ? dh : at::Tensor(), needs[2] ? dc : at::Tensor(), dw_ih, dw_hh, db, dw_hr};
 }
@@ -479,8 +484,8 @@ std::vector<at::Tensor> gru_backward(const OptTensor& grad_h_, const OptTensor& 
   });
   at::Tensor dgx2 = d_gx.view({T * B, G}), dgh2 = d_gh.view({T * B, G});
   at::Tensor dx, dw_ih, dw_hh, db_ih, db_hh;
-  if (needs[0]) dx = gemm(dgx2, w_ih).view({T, B, I});
-  if (needs[2]) dw_ih = gemm(dgx2.t(), x.reshape({T * B, I}));
+  if (needs[0]) dx = big_gemm(dgx2, w_ih).view({T, B, I});
+  if (needs[2]) dw_ih = big_gemm(dgx2.t(), x.reshape({T * B, I}));
   if (needs[3]) dw_hh = grad_recurrent_weight(d_gh, h0_c, h_all);
   if (needs[4]) db_ih = dgx2.sum(0);
   if (needs[5]) db_hh = dgh2.sum(0);
@@ -549,8 +554,8 @@ std::vector<at::Tensor> rnn_backward(const OptTensor& grad_h_, const at::Tensor&
   });
   at::Tensor d2 = d_pre.view({T * B, H});
   at::Tensor dx, dw_ih, dw_hh, db;
-  if (needs[0]) dx = gemm(d2, w_ih).view({T, B, I});
-  if (needs[2]) dw_ih = gemm(d2.t(), x.reshape({T * B, I}));
+  if (needs[0]) dx = big_gemm(d2, w_ih).view({T, B, I});
+  if (needs[2]) dw_ih = big_gemm(d2.t(), x.reshape({T * B, I}));
   if (needs[3]) dw_hh = grad_recurrent_weight(d_pre, h0_c, h_all);
   if (needs[4]) db = d2.sum(0);
   return {dx, needs[1] ? dh : at::Tensor(), dw_ih, dw_hh, db};
@@ -662,26 +667,27 @@ class Stepper {
       T* h = h_.data_ptr<T>() + l * B * P;
       const T* bias = bias_[l].data_ptr<T>();
       for (int64_t b = 0; b < B; ++b) std::memcpy(z + b * G, bias, G * sizeof(T));
-      gemm<T, ISA>(B, G, in_size, input, w_ih_t_[l].data_ptr<T>(), true, z);  // z = b + x W_ih^T
+      // z = b + x W_ih^T
+      product<T, ISA>(B, G, in_size, input, w_ih_t_[l].data_ptr<T>(), true, z);
       if (lstm) {
         T* c = c_.data_ptr<T>() + l * B * H;
-        gemm<T, ISA>(B, G, P, h, w_hh_t_[l].data_ptr<T>(), true, z);  // z += h W_hh^T
+        product<T, ISA>(B, G, P, h, w_hh_t_[l].data_ptr<T>(), true, z);  // z += h W_hh^T
         for (int64_t b = 0; b < B; ++b) pointwise_lstm<T, ISA>(H, z + b * G, c + b * H,
                                                                 c_new + b * H, h_new + b * H);
         std::memcpy(c, c_new, B * H * sizeof(T));
         if (!w_hr_t_.empty())
-          gemm<T, ISA>(B, P, H, h_new, w_hr_t_[l].data_ptr<T>(), false, h);
+          product<T, ISA>(B, P, H, h_new, w_hr_t_[l].data_ptr<T>(), false, h);
         else
           std::memcpy(h, h_new, B * H * sizeof(T));
       } else if (gru) {
         const T* bias_hh = bias_hh_[l].data_ptr<T>();
         for (int64_t b = 0; b < B; ++b) std::memcpy(gh + b * G, bias_hh, G * sizeof(T));
-        gemm<T, ISA>(B, G, H, h, w_hh_t_[l].data_ptr<T>(), true, gh);  // gh = b_hh + h W_hh^T
+        product<T, ISA>(B, G, H, h, w_hh_t_[l].data_ptr<T>(), true, gh);  // gh = b_hh + h W_hh^T
         for (int64_t b = 0; b < B; ++b)
           pointwise_gru<T, ISA>(H, z + b * G, gh + b * G, h + b * H, h_new + b * H);
         std::memcpy(h, h_new, B * H * sizeof(T));
       } else {
-        gemm<T, ISA>(B, G, H, h, w_hh_t_[l].data_ptr<T>(), true, z);
+        product<T, ISA>(B, G, H, h, w_hh_t_[l].data_ptr<T>(), true, z);
         const bool relu = mode_ == "RNN_RELU";
         for (int64_t k = 0; k < B * H; ++k)
           h[k] = relu ? (z[k] > T(0) ? z[k] : T(0)) : act_tanh<T, ISA>(z[k]);
@@ -691,37 +697,22 @@ class Stepper {
     }
   }
 
+  // The kernels of the copy for ISA (see LSTMK_IN).
   template <typename T, int ISA>
-  static void gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* W, bool acc, T* C) {
-#ifdef LSTMK_HAVE_X86_COPIES
-    if (ISA == kAvx512) return avx512::step_gemm<T>(M, N, K, A, W, acc, C);
-    if (ISA == kAvx2) return avx2::step_gemm<T>(M, N, K, A, W, acc, C);
-#endif
-    base::step_gemm<T>(M, N, K, A, W, acc, C);
+  static void product(int64_t M, int64_t N, int64_t K, const T* A, const T* W, bool acc, T* C) {
+    LSTMK_IN(ISA, step_gemm<T>(M, N, K, A, W, acc, C));
   }
   template <typename T, int ISA>
   static void pointwise_lstm(int64_t H, T* z, const T* c, T* c_out, T* h_out) {
-#ifdef LSTMK_HAVE_X86_COPIES
-    if (ISA == kAvx512) return avx512::lstm_pointwise_forward<T, false>(H, H, z, c, c_out, h_out, nullptr);
-    if (ISA == kAvx2) return avx2::lstm_pointwise_forward<T, false>(H, H, z, c, c_out, h_out, nullptr);
-#endif
-    base::lstm_pointwise_forward<T, false>(H, H, z, c, c_out, h_out, nullptr);
+    LSTMK_IN(ISA, lstm_pointwise_forward<T, false>(H, H, z, c, c_out, h_out, nullptr));
   }
   template <typename T, int ISA>
   static void pointwise_gru(int64_t H, T* gx, const T* gh, const T* h, T* h_out) {
-#ifdef LSTMK_HAVE_X86_COPIES
-    if (ISA == kAvx512) return avx512::gru_pointwise_forward<T, false>(H, gx, gh, h, h_out, nullptr);
-    if (ISA == kAvx2) return avx2::gru_pointwise_forward<T, false>(H, gx, gh, h, h_out, nullptr);
-#endif
-    base::gru_pointwise_forward<T, false>(H, gx, gh, h, h_out, nullptr);
+    LSTMK_IN(ISA, gru_pointwise_forward<T, false>(H, gx, gh, h, h_out, nullptr));
   }
   template <typename T, int ISA>
   static T act_tanh(T v) {
-#ifdef LSTMK_HAVE_X86_COPIES
-    if (ISA == kAvx512) return avx512::Act<T>::tanh(v);
-    if (ISA == kAvx2) return avx2::Act<T>::tanh(v);
-#endif
-    return base::Act<T>::tanh(v);
+    return LSTMK_IN(ISA, Act<T>::tanh(v));
   }
 
   std::string mode_;
