@@ -386,3 +386,53 @@ def test_report_times_the_classifier_without_the_baseline(tmp_path, monkeypatch)
     title = (tmp_path / "run" / "report.md").read_text().splitlines()[0]
     reported = int(re.search(r"\(training (\d+) s\)", title).group(1))
     assert reported <= called[0] - start + 1, title  # the 5 s sleep came after it
+
+
+@pytest.mark.parametrize("cell,layers", [("lstm", 2), ("gru", 1), ("transformer", 2)])
+def test_discriminative_groups_hold_every_parameter_once_by_depth(cell, layers):
+    from lstm.models.classifier import discriminative_groups, layer_groups
+
+    model = build_classifier(ClassifierConfig(vocab_size=30, cell=cell, num_layers=layers,
+                                              embed_size=8, hidden_size=8, num_heads=2))  # fmt: skip
+    groups = layer_groups(model)
+    assert len(groups) == layers + 2
+    ids = [id(p) for g in groups for p in g]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each exactly once
+    assert any(p is model.embedding.weight for p in groups[0])
+    assert any(p is model.head.weight for p in groups[-1])
+    found = discriminative_groups(model, 2.0, gradual=True)
+    assert [g["lr_scale"] for g in found] == [2.0 ** -(layers + 1 - k) for k in range(layers + 2)]
+    assert [g["frozen_epochs"] for g in found] == list(range(layers + 1, -1, -1))
+    assert all(g["frozen_epochs"] == 0 for g in discriminative_groups(model, 2.6))
+    with pytest.raises(ValueError, match=r"lr_decay should be at least 1, got 0\.5"):
+        discriminative_groups(model, 0.5)
+
+
+def test_cli_gradual_unfreezing_trains_the_head_alone_in_the_first_epoch(tmp_path, capsys):
+    """--gradual-unfreeze: one epoch of fine-tuning moves the head and leaves the recurrent layer
+    and the embedding as the first run left them; --lr-decay below 1 is one clear line."""
+    import pandas as pd
+
+    from lstm.tasks.sentiment import load_sentiment_model
+
+    data = toy_reviews(200)
+    csv = tmp_path / "a.csv"
+    pd.DataFrame({"text": data.texts, "label": data.labels}).to_csv(csv, index=False)
+    sizes = ["--embed", "8", "--hidden", "8", "--no-progress", "--no-baseline"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train", "sentiment", "--csv", str(csv), *sizes, "--steps", "3",
+                 "--out", str(first)]) == 0  # fmt: skip
+    assert main(["train", "sentiment", "--csv", str(csv), *sizes, "--epochs", "1", "--finetune",
+                 str(first), "--gradual-unfreeze", "--lr-decay", "2.6",
+                 "--out", str(second)]) == 0  # fmt: skip
+    before, _, _ = load_sentiment_model(first)
+    after, _, _ = load_sentiment_model(second)
+    assert torch.equal(after.rnn.weight_hh_l0, before.rnn.weight_hh_l0)
+    assert torch.equal(after.embedding.weight, before.embedding.weight)
+    assert not torch.equal(after.head.weight, before.head.weight)
+    capsys.readouterr()
+    bad = ["train", "sentiment", "--csv", str(csv), *sizes, "--steps", "1", "--lr-decay", "0.5",
+           "--out", str(tmp_path / "bad")]  # fmt: skip
+    assert main(bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--lr-decay: should be at least 1, got 0.5" in err and len(err.splitlines()) == 1

@@ -294,3 +294,60 @@ def test_restore_best_ends_with_the_weights_of_the_best_evaluation(best_key, bes
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, seen[best_call][name], rtol=0, atol=0)
     assert not torch.equal(seen[best_call]["weight"], seen[-1]["weight"])
+
+
+def test_parameter_groups_scale_and_freeze_their_learning_rate():
+    """param_groups: plain SGD moves each group by its own rate times its gradient, and a group
+    with frozen_epochs stays where it is for those epochs and moves after them: two epochs of one
+    batch each, against the same two steps written out."""
+    import copy
+
+    from lstm.training import group_lr_scale
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+
+    def loss_fn(m, batch, state):
+        return (m(batch[0]) - batch[1]).square().mean(), None, len(batch[0])
+
+    expected = copy.deepcopy(model)
+    for rates in ((0.0, 0.1), (0.025, 0.1)):  # epoch 0: the lower layer frozen; then 0.1 / 4
+        expected.zero_grad()
+        loss_fn(expected, (x, y), None)[0].backward()
+        with torch.no_grad():
+            for layer, rate in zip((expected[0], expected[2]), rates):
+                for p in layer.parameters():
+                    p -= rate * p.grad
+    groups = [{"params": list(model[0].parameters()), "lr_scale": 0.25, "frozen_epochs": 1},
+              {"params": list(model[2].parameters())}]  # fmt: skip
+    config = TrainConfig(epochs=2, optimizer="sgd", momentum=0.0, lr=0.1, schedule="constant",
+                         clip_norm=None, progress=False)  # fmt: skip
+    start = [p.detach().clone() for p in model.parameters()]
+    fit(model, [(x, y)], loss_fn, config, param_groups=groups)
+    for p, q, p0 in zip(model.parameters(), expected.parameters(), start):
+        torch.testing.assert_close(p, q)
+        assert not torch.equal(p, p0)  # every layer moved in the end
+    assert group_lr_scale(groups[0], 0) == 0.0 and group_lr_scale(groups[0], 1) == 0.25
+    assert group_lr_scale(groups[1], 0) == 1.0
+
+
+def test_parameter_groups_must_hold_each_parameter_once():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
+    config = TrainConfig(steps=1, progress=False)
+
+    def loss_fn(m, batch, state):
+        return m(batch).sum(), None, 1
+
+    whole, top = list(model.parameters()), list(model[1].parameters())
+    cases = [
+        ([{"params": top}], "2 of 4 are in none"),
+        ([{"params": whole}, {"params": top}], "param_groups[1] repeats a parameter"),
+        ([{"params": whole, "lr": 1.0}], "param_groups[0] has unknown keys ['lr']"),
+        ([{"params": whole, "lr_scale": -1}], "should be >= 0, got -1"),
+        ([{"params": [*whole, nn.Parameter(torch.ones(1))]}], "not the model's"),
+    ]
+    for groups, message in cases:
+        with pytest.raises(ValueError) as info:
+            fit(model, [torch.randn(2, 3)], loss_fn, config, param_groups=groups)
+        assert message in str(info.value)

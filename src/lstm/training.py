@@ -9,6 +9,9 @@ state to carry into the next batch or ``None``, and how many items the mean is o
   linear or cosine schedule over the run's steps (``steps``, or ``epochs`` times the batches per
   epoch when the training data has a length, whichever ends first) or, when only a time budget
   is given, over the time budget;
+- parameter groups (``param_groups``) with a learning rate of their own, a multiple of the
+  schedule's, and frozen for their first epochs if asked: ULMFiT's discriminative fine-tuning
+  and gradual unfreezing (:func:`group_lr_scale`);
 - gradient-norm clipping (``clip_norm``); the norm before clipping is logged;
 - truncated BPTT: with ``carry_state`` the state returned for batch ``k`` is detached and passed
   into batch ``k+1`` (gradients stop at the batch boundary, the state does not); it starts from
@@ -56,6 +59,7 @@ __all__ = [
     "detach_state",
     "evaluate_loss",
     "fit",
+    "group_lr_scale",
     "init_distributed",
     "lr_factor",
     "plot_curves",
@@ -192,7 +196,17 @@ def lr_factor(
     return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * fraction))
 
 
-def _make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+def group_lr_scale(group: Mapping[str, Any], epoch: int) -> float:
+    """The multiplier of the schedule's learning rate for a parameter group (see :func:`fit`'s
+    ``param_groups``) in epoch ``epoch`` (0-based): its ``lr_scale`` (default 1), or 0 while
+    ``epoch < frozen_epochs`` (default 0). A rate of 0 leaves the group's weights as they are
+    under every optimizer here (AdamW's decay is scaled by the rate too)."""
+    if epoch < group.get("frozen_epochs", 0):
+        return 0.0
+    return float(group.get("lr_scale", 1.0))
+
+
+def _make_optimizer(params: list, config: TrainConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(params, config.lr, config.betas, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
@@ -421,6 +435,7 @@ def fit(
     stop_when: Callable[[Mapping[str, float]], bool] | None = None,
     restore_best: bool = False,
     best_key: Callable[[Mapping[str, float]], Any] | None = None,
+    param_groups: Iterable[Mapping[str, Any]] | None = None,
 ) -> FitResult:
     """Trains ``model`` on ``train_data`` (see the module docstring).
 
@@ -444,6 +459,10 @@ def fit(
             rank 0) instead of the last ones; the checkpoints written are unchanged.
         best_key: ``eval result -> a comparable``, lower is better, that ``restore_best`` picks
             by (default: the ``loss``; e.g. ``(error rate, loss)``).
+        param_groups: instead of one group of all the model's parameters, groups
+            ``{"params": [...], "lr_scale": s, "frozen_epochs": e}`` (both keys optional; see
+            :func:`group_lr_scale`) that together hold every trainable parameter once, e.g. from
+            :func:`lstm.models.classifier.discriminative_groups`.
     """
     rank, world = _world()
     device = torch.device(config.device)
@@ -457,7 +476,8 @@ def fit(
         ids = [device.index or 0] if device.type == "cuda" else None
         model = DistributedDataParallel(module, device_ids=ids)
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(params, config)
+    groups = _check_groups(param_groups, params) if param_groups is not None else params
+    optimizer = _make_optimizer(groups, config)
     out = Path(out_dir) if out_dir is not None else None
     root = out / "checkpoints" if out is not None else None
     metrics_path = out / "metrics.jsonl" if out is not None else None
@@ -559,7 +579,7 @@ def fit(
             t0 = time.perf_counter()
             lr = config.lr * lr_factor(config, progress.step, fraction(), total_steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group_lr_scale(group, progress.epoch)
             state_in = detach_state(state) if config.carry_state else None
             loss, state, count = loss_fn(model, to_device(batch, device), state_in)
             if not torch.isfinite(loss):
@@ -668,6 +688,31 @@ def fit(
         metrics=metrics_path,
         history=history,
     )
+
+
+def _check_groups(groups: Iterable[Mapping[str, Any]], params: list[nn.Parameter]) -> list[dict]:
+    """``groups`` as the optimizer's parameter groups, once checked to hold each trainable
+    parameter of the model exactly once (frozen ones, ``requires_grad=False``, are left out)."""
+    out, seen = [], set()
+    for i, group in enumerate(groups):
+        extra = set(group) - {"params", "lr_scale", "frozen_epochs"}
+        if extra:
+            raise ValueError(f"param_groups[{i}] has unknown keys {sorted(extra)}")
+        if not group.get("lr_scale", 1.0) >= 0 or group.get("frozen_epochs", 0) < 0:
+            raise ValueError(f"param_groups[{i}]: lr_scale and frozen_epochs should be >= 0, got "
+                             f"{group.get('lr_scale')} and {group.get('frozen_epochs')}")  # fmt: skip
+        own = [p for p in group["params"] if p.requires_grad]
+        if any(id(p) in seen for p in own):
+            raise ValueError(f"param_groups[{i}] repeats a parameter of an earlier group")
+        seen.update(id(p) for p in own)
+        if own:
+            out.append({**group, "params": own})
+    missing = sum(id(p) not in seen for p in params)
+    if missing or len(seen) != len(params):
+        raise ValueError(f"param_groups should hold every trainable parameter of the model once: "
+                         f"{missing} of {len(params)} are in none, or a group holds one that is "
+                         f"not the model's")  # fmt: skip
+    return out
 
 
 def _track_best(progress: _Progress, loss: float) -> None:

@@ -16,11 +16,14 @@ PackedSequence path: padding steps carry the state unchanged). :func:`init_from_
 copies a language model's embedding and recurrent weights (the engine's
 :class:`lstm.models.language_model.RecurrentLM`) into the forward direction, and a second model
 trained on reversed text into the backward direction: the pre-train-then-fine-tune route of Dai and
-Le (2015) and ULMFiT.
+Le (2015) and ULMFiT. :func:`discriminative_groups` gives the layers learning rates that fall from
+the head down and thaws them one epoch at a time (ULMFiT's discriminative fine-tuning and gradual
+unfreezing), for :func:`lstm.training.fit`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +42,7 @@ __all__ = [
     "TransformerClassifier",
     "build_classifier",
     "classification_loss",
+    "discriminative_groups",
     "init_from_language_model",
     "predict_proba",
 ]
@@ -168,6 +172,44 @@ def build_classifier(config: ClassifierConfig) -> nn.Module:
     if config.cell == "transformer":
         return TransformerClassifier(config)
     return RecurrentClassifier(config)
+
+
+def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """The classifier's parameters by depth, bottom to top: the embedding (with the positions of a
+    Transformer), then each recurrent layer (both directions) or encoder block, then the head
+    (with the Transformer's final norm)."""
+    depth = model.config.num_layers
+    groups: list[list[nn.Parameter]] = [[] for _ in range(depth + 2)]
+    for name, p in model.named_parameters():
+        if name.startswith(("embedding.", "position.")):
+            groups[0].append(p)
+        elif name.startswith(("head.", "norm.")):
+            groups[-1].append(p)
+        else:  # rnn.weight_ih_l1_reverse, blocks.layers.1.linear1.weight, ...
+            found = re.search(r"_l(\d+)(?:_reverse)?$", name) or re.match(
+                r"blocks\.layers\.(\d+)\.", name
+            )
+            if found is None:
+                raise ValueError(f"{name!r}: not a parameter of a known layer")
+            groups[1 + int(found.group(1))].append(p)
+    return groups
+
+
+def discriminative_groups(
+    model: nn.Module, lr_decay: float = 2.6, gradual: bool = False
+) -> list[dict[str, Any]]:
+    """Parameter groups for :func:`lstm.training.fit` (ULMFiT, Howard and Ruder 2018): the head
+    trains at the full learning rate and each group below it (:func:`layer_groups`) at the rate of
+    the one above divided by ``lr_decay``; with ``gradual``, the head alone trains in the first
+    epoch, the layer below it joins in the second, and so on down to the embedding, so that what
+    pre-training learned is not overwritten while the head is still random."""
+    if not lr_decay >= 1:
+        raise ValueError(f"lr_decay should be at least 1, got {lr_decay}")
+    groups = layer_groups(model)
+    top = len(groups) - 1
+    return [{"params": params, "lr_scale": lr_decay ** -(top - k),
+             "frozen_epochs": (top - k) if gradual else 0}
+            for k, params in enumerate(groups)]  # fmt: skip
 
 
 def classification_loss(model: nn.Module, batch: tuple, state: Any) -> tuple[Tensor, None, int]:

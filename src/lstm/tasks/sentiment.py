@@ -54,6 +54,7 @@ from lstm.models.classifier import (
     ClassifierConfig,
     build_classifier,
     classification_loss,
+    discriminative_groups,
     init_from_language_model,
     predict_proba,
 )
@@ -335,12 +336,16 @@ def train_classifier(
     source: dict | None = None,
     min_count: int = 2,
     max_vocab: int | None = 30000,
+    lr_decay: float = 1.0,
+    gradual_unfreeze: bool = False,
 ) -> SentimentRun:
     """Trains a classifier on ``split.train`` with :func:`lstm.training.fit`, keeping the weights
     of the best validation loss, and scores it on validation and test. ``pretrained`` is the
     state dicts of a forward and (optionally) backward language model built over ``vocab``;
     ``initial`` the classifier's own starting weights (all, or all but the head: see
-    :func:`finetune_start`)."""
+    :func:`finetune_start`). ``lr_decay`` and ``gradual_unfreeze`` are ULMFiT's discriminative
+    learning rates and gradual unfreezing (:func:`lstm.models.classifier.discriminative_groups`);
+    the defaults train every layer at one rate from the start."""
     from lstm.training import fit
 
     vocab = vocab or build_vocab(split.train.texts, min_count, max_vocab)
@@ -367,8 +372,11 @@ def train_classifier(
     extra = {"task": TASK, "model": config.to_json(), "vocab": vocab.to_json(),
              "label_names": split.train.label_names, "max_len": max_len,
              "data": source or {}}  # fmt: skip
+    groups = None
+    if lr_decay != 1.0 or gradual_unfreeze:
+        groups = discriminative_groups(model, lr_decay, gradual_unfreeze)
     result = fit(model, train_batches, classification_loss, train_config, eval_fn=eval_fn,
-                 out_dir=out_dir, extra=extra, restore_best=True)  # fmt: skip
+                 out_dir=out_dir, extra=extra, restore_best=True, param_groups=groups)  # fmt: skip
     K = config.num_classes
     scores = {}
     for name, part in (("val", split.val), ("test", split.test)):
@@ -469,6 +477,14 @@ def add_train_arguments(p) -> None:
                    help="start from the classifier of an earlier run (say, IMDB's for Rotten "
                         "Tomatoes): its weights and vocabulary, which gains the new words")  # fmt: skip
     p.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
+    f = p.add_argument_group("fine-tuning (ULMFiT)")
+    f.add_argument("--lr-decay", type=float, default=1.0, metavar="FACTOR",
+                   help="discriminative learning rates: each layer below the head trains at "
+                        "the rate of the one above divided by FACTOR (ULMFiT: 2.6; default 1: "
+                        "one rate)")  # fmt: skip
+    f.add_argument("--gradual-unfreeze", action="store_true",
+                   help="train the head alone for the first epoch, then thaw one layer more each "
+                        "epoch, down to the embedding")  # fmt: skip
     add_training_arguments(p)
     p.set_defaults(out="runs/sentiment", optimizer="adamw", lr=2e-3, weight_decay=0.01)
 
@@ -480,6 +496,8 @@ def run_train(args) -> int:
 
     if args.steps is None and args.minutes is None and args.epochs is None:
         args.epochs = 3
+    if not args.lr_decay >= 1:
+        raise ValueError(f"argument --lr-decay: should be at least 1, got {args.lr_decay:g}")
     if args.threads:
         torch.set_num_threads(args.threads)
     data, source = load_sentiment_data(args.dataset, args.csv, args.text_col, args.label_col,
@@ -562,7 +580,8 @@ def run_train(args) -> int:
     t0 = time.perf_counter()
     run = train_classifier(split, config, train_config, vocab=vocab, max_len=args.max_len,
                            batch_size=args.batch, pretrained=pretrained, initial=initial,
-                           out_dir=out, source=source)  # fmt: skip
+                           out_dir=out, source=source, lr_decay=args.lr_decay,
+                           gradual_unfreeze=args.gradual_unfreeze)  # fmt: skip
     seconds = time.perf_counter() - t0  # the classifier's training and scoring, no baseline
     label = args.cell.upper() + (" (LM pre-trained)" if pretrained else "")
     label += f" (fine-tuned from {Path(args.finetune).name})" if initial else ""
