@@ -11,6 +11,7 @@ from lstm.data.sentiment import (
     LengthBatches,
     SentimentDataError,
     build_vocab,
+    encode_texts,
     load_aclimdb,
     load_csv,
     split_dataset,
@@ -436,3 +437,44 @@ def test_cli_gradual_unfreezing_trains_the_head_alone_in_the_first_epoch(tmp_pat
     assert main(bad) == 2
     err = capsys.readouterr().err.strip()
     assert "--lr-decay: should be at least 1, got 0.5" in err and len(err.splitlines()) == 1
+
+
+def test_long_texts_keep_their_head_and_tail():
+    """encode_texts with head: a text longer than max_len keeps its first head tokens and its
+    last max_len - head; shorter texts are whole; the run stores the cut so that predict and
+    evaluate make the same one; a head beyond --max-len is one clear line."""
+    from lstm.data.text import WordVocab
+
+    vocab = WordVocab([f"w{i}" for i in range(20)])
+    text = " ".join(f"w{i}" for i in range(10))
+
+    def kept(head):
+        return [vocab.tokens[i] for i in encode_texts(vocab, [text], 6, head)[0]]
+
+    assert kept(None) == ["w0", "w1", "w2", "w3", "w4", "w5"]
+    assert kept(2) == ["w0", "w1", "w6", "w7", "w8", "w9"]
+    assert kept(0) == ["w4", "w5", "w6", "w7", "w8", "w9"]
+    assert kept(6) == kept(None)
+    assert len(encode_texts(vocab, ["w1 w2"], 6, 2)[0]) == 2
+    with pytest.raises(ValueError, match="head should be between 0 and max_len"):
+        encode_texts(vocab, [text], 6, 7)
+
+
+def test_cli_keep_head_is_stored_and_checked(tmp_path, capsys):
+    import pandas as pd
+
+    from lstm.tasks.sentiment import load_sentiment_model
+
+    data = toy_reviews(100)
+    csv = tmp_path / "a.csv"
+    pd.DataFrame({"text": data.texts, "label": data.labels}).to_csv(csv, index=False)
+    common = ["train", "sentiment", "--csv", str(csv), "--embed", "8", "--hidden", "8",
+              "--steps", "2", "--no-progress", "--no-baseline", "--max-len", "5"]  # fmt: skip
+    assert main([*common, "--keep-head", "2", "--out", str(tmp_path / "run")]) == 0
+    assert load_sentiment_model(tmp_path / "run")[2]["keep_head"] == 2
+    assert main(["predict", str(tmp_path / "run"), "a great film"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--keep-head", "6", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--keep-head: should be between 0 and --max-len (5), got 6" in err
+    assert len(err.splitlines()) == 1

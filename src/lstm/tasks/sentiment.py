@@ -317,8 +317,8 @@ class SentimentRun:
     fit_result: object
 
 
-def _batches(vocab, part: LabelledText, max_len, batch_size, shuffle, seed=0) -> LengthBatches:
-    return LengthBatches(encode_texts(vocab, part.texts, max_len), part.labels, batch_size,
+def _batches(vocab, part: LabelledText, max_len, batch_size, shuffle, seed=0, head=None):
+    return LengthBatches(encode_texts(vocab, part.texts, max_len, head), part.labels, batch_size,
                          shuffle, seed)  # fmt: skip
 
 
@@ -338,6 +338,7 @@ def train_classifier(
     max_vocab: int | None = 30000,
     lr_decay: float = 1.0,
     gradual_unfreeze: bool = False,
+    keep_head: int | None = None,
 ) -> SentimentRun:
     """Trains a classifier on ``split.train`` with :func:`lstm.training.fit`, keeping the weights
     of the best validation loss, and scores it on validation and test. ``pretrained`` is the
@@ -345,7 +346,9 @@ def train_classifier(
     ``initial`` the classifier's own starting weights (all, or all but the head: see
     :func:`finetune_start`). ``lr_decay`` and ``gradual_unfreeze`` are ULMFiT's discriminative
     learning rates and gradual unfreezing (:func:`lstm.models.classifier.discriminative_groups`);
-    the defaults train every layer at one rate from the start."""
+    the defaults train every layer at one rate from the start. A text longer than ``max_len``
+    keeps its first ``max_len`` tokens, or its first ``keep_head`` and its last ``max_len -
+    keep_head`` (:func:`lstm.data.sentiment.encode_texts`)."""
     from lstm.training import fit
 
     vocab = vocab or build_vocab(split.train.texts, min_count, max_vocab)
@@ -361,8 +364,10 @@ def train_classifier(
         if missing or keys.unexpected_keys:
             raise ValueError(f"the starting weights lack {missing[:3]} and have "
                              f"{keys.unexpected_keys[:3]}: not this classifier's")  # fmt: skip
-    train_batches = _batches(vocab, split.train, max_len, batch_size, True, train_config.seed)
-    val_batches = _batches(vocab, split.val if len(split.val) else split.train, max_len, 64, False)
+    train_batches = _batches(vocab, split.train, max_len, batch_size, True, train_config.seed,
+                             keep_head)  # fmt: skip
+    val_batches = _batches(vocab, split.val if len(split.val) else split.train, max_len, 64, False,
+                           head=keep_head)  # fmt: skip
 
     def eval_fn(m):
         probs, labels, loss = predict_proba(m, val_batches)
@@ -370,7 +375,7 @@ def train_classifier(
         return {"loss": loss, "accuracy": acc}
 
     extra = {"task": TASK, "model": config.to_json(), "vocab": vocab.to_json(),
-             "label_names": split.train.label_names, "max_len": max_len,
+             "label_names": split.train.label_names, "max_len": max_len, "keep_head": keep_head,
              "data": source or {}}  # fmt: skip
     groups = None
     if lr_decay != 1.0 or gradual_unfreeze:
@@ -382,7 +387,8 @@ def train_classifier(
     for name, part in (("val", split.val), ("test", split.test)):
         if len(part) == 0:
             continue
-        probs, labels, loss = predict_proba(model, _batches(vocab, part, max_len, 64, False))
+        batches = _batches(vocab, part, max_len, 64, False, head=keep_head)
+        probs, labels, loss = predict_proba(model, batches)
         scores[name] = {**report_metrics(labels.numpy(), probs.argmax(1).numpy(), K), "loss": loss}
     if out_dir is not None:
         ckpt.write_final(out_dir, model, extra, train_config)
@@ -400,10 +406,13 @@ def load_sentiment_model(path: str | os.PathLike) -> tuple[torch.nn.Module, Word
 
 
 @torch.no_grad()
-def predict_texts(model, vocab, texts: list[str], max_len: int | None = 400) -> np.ndarray:
-    """Class probabilities ``(N, K)`` of raw texts, in their order."""
-    batches = LengthBatches(encode_texts(vocab, texts, max_len), np.zeros(len(texts), np.int64),
-                            64, shuffle=False)  # fmt: skip
+def predict_texts(
+    model, vocab, texts: list[str], max_len: int | None = 400, keep_head: int | None = None
+) -> np.ndarray:
+    """Class probabilities ``(N, K)`` of raw texts, in their order, each cut as in training
+    (``max_len``, ``keep_head``: see :func:`train_classifier`)."""
+    ids = encode_texts(vocab, texts, max_len, keep_head)
+    batches = LengthBatches(ids, np.zeros(len(texts), np.int64), 64, shuffle=False)
     order = np.concatenate(batches._order())
     probs, _, _ = predict_proba(model, batches)
     out = np.empty_like(probs.numpy())
@@ -445,6 +454,9 @@ def add_train_arguments(p) -> None:
     d.add_argument("--aclimdb", help="an aclImdb/ folder instead of --dataset")
     d.add_argument("--limit", type=positive_int, help="use only this many training examples")
     d.add_argument("--max-len", type=positive_int, default=400, help="tokens kept per text")
+    d.add_argument("--keep-head", type=int, metavar="N",
+                   help="a text longer than --max-len keeps its first N tokens and its last "
+                        "max-len - N (default: its first max-len)")  # fmt: skip
     d.add_argument("--min-count", type=positive_int, default=2)
     d.add_argument("--max-vocab", type=positive_int, default=30000)
     d.add_argument("--batch", type=positive_int, default=32)
@@ -496,6 +508,9 @@ def run_train(args) -> int:
 
     if args.steps is None and args.minutes is None and args.epochs is None:
         args.epochs = 3
+    if args.keep_head is not None and not 0 <= args.keep_head <= args.max_len:
+        raise ValueError(f"argument --keep-head: should be between 0 and --max-len "
+                         f"({args.max_len}), got {args.keep_head}")  # fmt: skip
     if not args.lr_decay >= 1:
         raise ValueError(f"argument --lr-decay: should be at least 1, got {args.lr_decay:g}")
     if args.threads:
@@ -581,7 +596,8 @@ def run_train(args) -> int:
     run = train_classifier(split, config, train_config, vocab=vocab, max_len=args.max_len,
                            batch_size=args.batch, pretrained=pretrained, initial=initial,
                            out_dir=out, source=source, lr_decay=args.lr_decay,
-                           gradual_unfreeze=args.gradual_unfreeze)  # fmt: skip
+                           gradual_unfreeze=args.gradual_unfreeze,
+                           keep_head=args.keep_head)  # fmt: skip
     seconds = time.perf_counter() - t0  # the classifier's training and scoring, no baseline
     label = args.cell.upper() + (" (LM pre-trained)" if pretrained else "")
     label += f" (fine-tuned from {Path(args.finetune).name})" if initial else ""
@@ -643,7 +659,7 @@ def run_predict(args) -> int:
     if any(not t.strip() for t in texts):
         raise ValueError("a text to classify is empty")
     model, vocab, meta = load_sentiment_model(args.checkpoint)
-    probs = predict_texts(model, vocab, texts, meta.get("max_len"))
+    probs = predict_texts(model, vocab, texts, meta.get("max_len"), meta.get("keep_head"))
     names = meta.get("label_names") or [str(i) for i in range(probs.shape[1])]
     for text, p in zip(texts, probs):
         k = int(p.argmax())
@@ -664,7 +680,7 @@ def evaluate_checkpoint(args) -> int:
                                       d.get("label_col", "label"), d.get("aclimdb"))  # fmt: skip
         part = getattr(split_dataset(data), args.split)
         what = f"{d.get('dataset') or d.get('csv') or d.get('aclimdb')} ({args.split} part)"
-    probs = predict_texts(model, vocab, part.texts, meta.get("max_len"))
+    probs = predict_texts(model, vocab, part.texts, meta.get("max_len"), meta.get("keep_head"))
     K = probs.shape[1]
     if part.labels.max() >= K:
         raise SentimentDataError(f"{what} has labels beyond the model's {K} classes")
