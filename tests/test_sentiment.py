@@ -478,3 +478,37 @@ def test_cli_keep_head_is_stored_and_checked(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--keep-head: should be between 0 and --max-len (5), got 6" in err
     assert len(err.splitlines()) == 1
+
+
+def test_cli_evaluate_an_ensemble_averages_the_class_probabilities(tmp_path, capsys):
+    import pandas as pd
+
+    from lstm.tasks.sentiment import load_sentiment_model, predict_texts, report_metrics
+
+    data = toy_reviews(200)
+    csv = tmp_path / "a.csv"
+    pd.DataFrame({"text": data.texts, "label": data.labels}).to_csv(csv, index=False)
+    runs = [tmp_path / "a", tmp_path / "b", tmp_path / "relabelled"]
+    common = ["train", "sentiment", "--embed", "8", "--hidden", "8", "--steps", "20", "--lr",
+              "1e-2", "--no-progress", "--no-baseline"]  # fmt: skip
+    assert main([*common, "--csv", str(csv), "--out", str(runs[0])]) == 0
+    assert main([*common, "--csv", str(csv), "--max-len", "6", "--keep-head", "2", "--seed", "1",
+                 "--out", str(runs[1])]) == 0  # fmt: skip
+    other = tmp_path / "b.csv"
+    pd.DataFrame({"text": data.texts, "label": np.where(data.labels == 1, "pos", "neg")}).to_csv(
+        other, index=False
+    )
+    assert main([*common, "--csv", str(other), "--out", str(runs[2])]) == 0
+    probs = []
+    for run in runs[:2]:
+        model, vocab, meta = load_sentiment_model(run)
+        probs.append(predict_texts(model, vocab, data.texts, meta["max_len"], meta["keep_head"]))
+    assert not np.allclose(probs[0], probs[1])
+    expected = report_metrics(data.labels, ((probs[0] + probs[1]) / 2).argmax(1), 2)
+    capsys.readouterr()
+    assert main(["evaluate", str(runs[0]), "--csv", str(csv), "--ensemble", str(runs[1])]) == 0
+    out = capsys.readouterr().out
+    assert f"ensemble of 2 classifiers: 200 texts, accuracy {expected['accuracy']:.2%}" in out
+    assert main(["evaluate", str(runs[0]), "--csv", str(csv), "--ensemble", str(runs[2])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--ensemble" in err and "labels" in err and len(err.splitlines()) == 1

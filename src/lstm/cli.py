@@ -322,6 +322,9 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     apps.add_argument("--label-col", default="label")
     apps.add_argument("--fill", choices=["interpolate", "ffill", "zero"])
     apps.add_argument("--out", help="where plots and reports go (default: the run directory)")
+    apps.add_argument("--ensemble", nargs="+", metavar="RUN",
+                      help="sentiment: average the class probabilities of these classifiers' "
+                           "with the checkpoint's (an ensemble; same labels)")  # fmt: skip
     speech = p.add_argument_group("speech checkpoints: other voices or noise than the run's")
     speech.add_argument("--accents", nargs="+", metavar="ACCENT")
     speech.add_argument("--variants", nargs="+", metavar="VARIANT")
@@ -338,6 +341,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     task = load_json(find_checkpoint(args.checkpoint) / CONFIG).get("task")
     # the applications evaluate their own checkpoints
+    if getattr(args, "ensemble", None) and task != "sentiment":
+        raise UsageError(f"argument --ensemble: for sentiment checkpoints; this one is {task!r}")
     if task in ("sentiment", "forecast", "speech"):
         return _task(task, "evaluate_checkpoint")(args)
     from lstm.data.text import read_text_file

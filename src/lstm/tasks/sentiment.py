@@ -669,7 +669,8 @@ def run_predict(args) -> int:
 
 
 def evaluate_checkpoint(args) -> int:
-    """``lstm evaluate`` of a sentiment checkpoint: its data's test part, or ``--csv``."""
+    """``lstm evaluate`` of a sentiment checkpoint: its data's test part, or ``--csv``; with
+    ``--ensemble RUN ...``, of the mean of its class probabilities and those runs'."""
     model, vocab, meta = load_sentiment_model(args.checkpoint)
     if getattr(args, "csv", None):
         part = load_csv(args.csv, args.text_col, args.label_col)
@@ -681,6 +682,17 @@ def evaluate_checkpoint(args) -> int:
         part = getattr(split_dataset(data), args.split)
         what = f"{d.get('dataset') or d.get('csv') or d.get('aclimdb')} ({args.split} part)"
     probs = predict_texts(model, vocab, part.texts, meta.get("max_len"), meta.get("keep_head"))
+    members = getattr(args, "ensemble", None) or []
+    for run in members:  # each reads the texts with its own vocabulary and cut
+        other, other_vocab, other_meta = load_sentiment_model(run)
+        if other_meta.get("label_names") != meta.get("label_names"):
+            raise SentimentDataError(f"--ensemble {run}: its labels {other_meta.get('label_names')} "
+                                     f"are not the checkpoint's {meta.get('label_names')}")  # fmt: skip
+        probs = probs + predict_texts(other, other_vocab, part.texts, other_meta.get("max_len"),
+                                      other_meta.get("keep_head"))  # fmt: skip
+    probs = probs / (1 + len(members))
+    if members:
+        what += f", ensemble of {1 + len(members)} classifiers"
     K = probs.shape[1]
     if part.labels.max() >= K:
         raise SentimentDataError(f"{what} has labels beyond the model's {K} classes")
