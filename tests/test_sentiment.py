@@ -506,7 +506,10 @@ def test_cli_evaluate_an_ensemble_averages_the_class_probabilities(tmp_path, cap
     assert not np.allclose(probs[0], probs[1])
     expected = report_metrics(data.labels, ((probs[0] + probs[1]) / 2).argmax(1), 2)
     capsys.readouterr()
-    assert main(["evaluate", str(runs[0]), "--csv", str(csv), "--ensemble", str(runs[1])]) == 0
+    # --out need not exist (a bug: it had to)
+    assert main(["evaluate", str(runs[0]), "--csv", str(csv), "--ensemble", str(runs[1]),
+                 "--out", str(tmp_path / "new" / "dir")]) == 0  # fmt: skip
+    assert (tmp_path / "new" / "dir" / "confusion-evaluate.png").exists()
     out = capsys.readouterr().out
     assert f"ensemble of 2 classifiers: 200 texts, accuracy {expected['accuracy']:.2%}" in out
     assert main(["evaluate", str(runs[0]), "--csv", str(csv), "--ensemble", str(runs[2])]) == 2

@@ -16,6 +16,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 __all__ = ["COMMANDS", "TRAIN_TASKS", "build_parser", "main"]
 
@@ -341,6 +342,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     task = load_json(find_checkpoint(args.checkpoint) / CONFIG).get("task")
     # the applications evaluate their own checkpoints
+    if getattr(args, "out", None):  # plots and reports go there: it need not exist yet
+        Path(args.out).mkdir(parents=True, exist_ok=True)
     if getattr(args, "ensemble", None) and task != "sentiment":
         raise UsageError(f"argument --ensemble: for sentiment checkpoints; this one is {task!r}")
     if task in ("sentiment", "forecast", "speech"):
