@@ -330,6 +330,14 @@ def test_parameter_groups_scale_and_freeze_their_learning_rate():
         assert not torch.equal(p, p0)  # every layer moved in the end
     assert group_lr_scale(groups[0], 0) == 0.0 and group_lr_scale(groups[0], 1) == 0.25
     assert group_lr_scale(groups[1], 0) == 1.0
+    # Adam, one epoch with the lower layer frozen: it gathers no state, and the clipped norm is
+    # the upper layer's alone
+    adam = TrainConfig(epochs=1, lr=0.1, clip_norm=1e-3, log_every=1, progress=False)
+    expected.zero_grad()
+    loss_fn(expected, (x, y), None)[0].backward()
+    upper_norm = torch.sqrt(sum(p.grad.square().sum() for p in expected[2].parameters()))
+    result = fit(model, [(x, y)], loss_fn, adam, param_groups=groups)
+    assert result.history[0]["grad_norm"] == pytest.approx(float(upper_norm), rel=1e-5)
 
 
 def test_parameter_groups_must_hold_each_parameter_once():

@@ -199,8 +199,8 @@ def lr_factor(
 def group_lr_scale(group: Mapping[str, Any], epoch: int) -> float:
     """The multiplier of the schedule's learning rate for a parameter group (see :func:`fit`'s
     ``param_groups``) in epoch ``epoch`` (0-based): its ``lr_scale`` (default 1), or 0 while
-    ``epoch < frozen_epochs`` (default 0). A rate of 0 leaves the group's weights as they are
-    under every optimizer here (AdamW's decay is scaled by the rate too)."""
+    ``epoch < frozen_epochs`` (default 0). :func:`fit` drops the gradients of a group at 0, so
+    that it neither moves nor gathers optimizer state, and leaves them out of the clipped norm."""
     if epoch < group.get("frozen_epochs", 0):
         return 0.0
     return float(group.get("lr_scale", 1.0))
@@ -589,8 +589,17 @@ def fit(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            trained = params
+            if param_groups is not None:  # a frozen group neither moves, keeps optimizer state,
+                trained = []  # nor counts in the clipped norm
+                for group in optimizer.param_groups:
+                    if group_lr_scale(group, progress.epoch) > 0:
+                        trained += group["params"]
+                    else:
+                        for p in group["params"]:
+                            p.grad = None
             max_norm = config.clip_norm if config.clip_norm is not None else float("inf")
-            grad_norm = float(nn.utils.clip_grad_norm_(params, max_norm))
+            grad_norm = float(nn.utils.clip_grad_norm_(trained, max_norm))
             optimizer.step()
             dt = time.perf_counter() - t0
             progress.step += 1
