@@ -11,6 +11,10 @@ and docs/results/sentiment.md (the table, with each row's command).
     .venv/bin/python scripts/sentiment_results.py --only rt-lstm rt-gru
     .venv/bin/python scripts/sentiment_results.py --table         # only rewrite the table
 
+A row whose run is gone from runs/ (runs do not outlive a machine) keeps the numbers stored for it
+in docs/results/sentiment.json. The ensembles (ENSEMBLES) average the class probabilities of rows
+already run, as `lstm evaluate RUN --ensemble RUN ...` does.
+
 The pre-training rows are budgeted in minutes, so their numbers depend on the machine's speed;
 the others are budgeted in epochs. `--schedule constant` is what these rows were measured with:
 until 2026-11-24 a run given only `--epochs` kept its peak learning rate throughout, whatever
@@ -74,11 +78,70 @@ ROWS = {
         "--cell lstm --embed 128 --hidden 256 --word-dropout 0.3 --dropout 0.5 --epochs 4 "
         "--max-len 1000",
     ),
-    # after the IMDB rows: it starts from imdb-lstm-e6's classifier
+    **{
+        f"imdb-lstm-e6-ht{suffix}": (
+            "imdb",
+            f"LSTM, 6 epochs, each review's first 100 and last 300 words{label}",
+            f"--cell lstm {SCRATCH} --epochs 6 --schedule constant --keep-head 100{seed}",
+        )
+        for suffix, label, seed in [("", "", "")]
+        + [(f"-s{k}", f", seed {k}", f" --seed {k}") for k in (1, 2, 3)]
+    },
+    "imdb-lstm-e6-ht800": (
+        "imdb",
+        "LSTM, 6 epochs, each review's first 200 and last 600 words",
+        f"--cell lstm {SCRATCH} --epochs 6 --schedule constant --max-len 800 --keep-head 200",
+    ),
+    # after the IMDB rows: they start from IMDB classifiers
     "rt-lstm-ft-imdb": (
         "rt",
         "LSTM fine-tuned from the IMDB classifier `imdb-lstm-e6`",
         f"--cell lstm {SCRATCH} --epochs 4 --lr 2e-3 --finetune runs/imdb-lstm-e6",
+    ),
+    **{
+        f"rt-lstm-ft-imdb-ht{suffix}": (
+            "rt",
+            f"LSTM fine-tuned from the IMDB classifier `imdb-lstm-e6-ht{suffix}`",
+            f"--cell lstm {SCRATCH} --epochs 4 --lr 2e-3 --schedule constant "
+            f"--finetune runs/imdb-lstm-e6-ht{suffix}",
+        )
+        for suffix in ["", "-s1", "-s2", "-s3"]
+    },
+    # language models pre-trained for 25 minutes per direction on a faster machine than
+    # rt-lstm-pretrained's 20; then the same classifier started from them with ULMFiT's
+    # discriminative rates and gradual unfreezing
+    "rt-lstm-pt25": (
+        "rt",
+        "LSTM, LM pre-trained on IMDB reviews (25 min per direction)",
+        f"--cell lstm {PRE} --pretrain-corpus imdb --pretrain-minutes 25 --epochs 4 "
+        "--schedule constant",
+    ),
+    "rt-lstm-pt25-gu": (
+        "rt",
+        "LSTM from `rt-lstm-pt25`'s language models, gradual unfreezing, rates / 2.6 per layer",
+        "--cell lstm --embed 128 --hidden 256 --word-dropout 0.1 --dropout 0.5 --lr 4e-3 "
+        "--pretrained runs/rt-lstm-pt25 --gradual-unfreeze --lr-decay 2.6 --epochs 6 "
+        "--schedule constant",
+    ),
+}
+
+
+# name -> (data set, method label, the rows whose classifiers are averaged)
+ENSEMBLES: dict[str, tuple[str, str, list[str]]] = {
+    "imdb-ensemble-ht": (
+        "imdb",
+        "ensemble: mean probabilities of the four `imdb-lstm-e6-ht*` seeds",
+        ["imdb-lstm-e6-ht", "imdb-lstm-e6-ht-s1", "imdb-lstm-e6-ht-s2", "imdb-lstm-e6-ht-s3"],
+    ),
+    "rt-ensemble-ft-imdb-ht": (
+        "rt",
+        "ensemble: mean probabilities of the four `rt-lstm-ft-imdb-ht*`",
+        [
+            "rt-lstm-ft-imdb-ht",
+            "rt-lstm-ft-imdb-ht-s1",
+            "rt-lstm-ft-imdb-ht-s2",
+            "rt-lstm-ft-imdb-ht-s3",
+        ],
     ),
 }
 
@@ -89,7 +152,40 @@ def command(name: str, threads: int) -> list[str]:
             str(threads), "--no-progress", "--out", f"runs/{name}"]  # fmt: skip
 
 
+def _row_from_run(name: str) -> tuple[dict, dict] | None:
+    """``(our row, the TF-IDF rows)`` from ``runs/<name>/report.json``, or None if not run here."""
+    report = ROOT / "runs" / name / "report.json"
+    if not report.exists():
+        return None
+    rows = json.loads(report.read_text())
+    ours = next(v for k, v in rows.items() if not k.startswith("TF-IDF"))
+    # "(training N s)" in the report's title: the classifier's training, without any
+    # language-model pre-training (which the command budgets in minutes).
+    found = re.search(r"\(training (\d+) s\)", (report.parent / "report.md").read_text())
+    ours = {"training_seconds": int(found.group(1)) if found else None, **ours}
+    return ours, {k: v for k, v in rows.items() if k.startswith("TF-IDF")}
+
+
+def _ensemble(data: str, members: list[str]) -> dict | None:
+    """The test scores of the mean class probabilities of ``members``' classifiers (None unless
+    all of them are in runs/)."""
+    from lstm.data.sentiment import load_movie_reviews, split_dataset
+    from lstm.tasks.sentiment import load_sentiment_model, predict_texts, report_metrics
+
+    if not all((ROOT / "runs" / m / "report.json").exists() for m in members):
+        return None
+    test = split_dataset(load_movie_reviews(data)).test
+    probs = 0
+    for m in members:
+        model, vocab, meta = load_sentiment_model(ROOT / "runs" / m)
+        probs = probs + predict_texts(model, vocab, test.texts, meta["max_len"],
+                                      meta.get("keep_head"))  # fmt: skip
+    return report_metrics(test.labels, probs.argmax(1), 2)
+
+
 def table(out: Path) -> None:
+    stored_path = out / "sentiment.json"
+    stored = json.loads(stored_path.read_text())["runs"] if stored_path.exists() else {}
     results, lines = {}, []
     for data in ("rt", "imdb"):
         lines += [f"**{DATASET_NAMES[data]}** (test part of the fixed split)", "",
@@ -97,29 +193,47 @@ def table(out: Path) -> None:
                   "|---|---|---|---|---|"]  # fmt: skip
         baselines = {}
         for name, (d, label, _) in ROWS.items():
-            report = ROOT / "runs" / name / "report.json"
-            if d != data or not report.exists():
+            if d != data:
                 continue
-            rows = json.loads(report.read_text())
-            ours = next(v for k, v in rows.items() if not k.startswith("TF-IDF"))
-            for k, v in rows.items():  # every baseline met (a fine-tuned row brings its own)
-                if k.startswith("TF-IDF"):
+            found = _row_from_run(name)
+            if found is not None:
+                ours, tfidf = found
+                for k, v in tfidf.items():  # every baseline met (a fine-tuned row brings its own)
                     baselines.setdefault(k, v)
-            # "(training N s)" in the report's title: the classifier's training, without any
-            # language-model pre-training (which the command budgets in minutes).
-            found = re.search(r"\(training (\d+) s\)", (report.parent / "report.md").read_text())
-            seconds = int(found.group(1)) if found else None
-            results[name] = {"data": data, "method": label, "command": " ".join(command(name, 1)),
-                             "training_seconds": seconds, **ours}  # fmt: skip
+                ours = {"data": data, "method": label, "command": " ".join(command(name, 1)),
+                        **ours}  # fmt: skip
+            elif name in stored:
+                ours = stored[name]
+            else:
+                continue
+            results[name] = ours
+            seconds = ours.get("training_seconds")
             minutes = f"{seconds / 60:.1f} min" if seconds else ""
             lines.append(f"| {label} | {100 * ours['accuracy']:.2f}% | {ours['f1']:.4f} | "
                          f"`{name}` | {minutes} |")  # fmt: skip
+        for name, (d, label, members) in ENSEMBLES.items():
+            if d != data:
+                continue
+            scores = _ensemble(data, members)
+            if scores is None and name not in stored:
+                continue
+            ours = stored[name] if scores is None else {
+                "data": data, "method": label, "members": members,
+                "command": f"lstm evaluate runs/{members[0]} --ensemble "
+                           + " ".join(f"runs/{m}" for m in members[1:]), **scores}  # fmt: skip
+            results[name] = ours
+            lines.append(f"| {label} | {100 * ours['accuracy']:.2f}% | {ours['f1']:.4f} | "
+                         f"`{name}` | |")  # fmt: skip
+        if not baselines:  # no row of this data set ran here: the stored baselines
+            baselines = {v["method"]: v for k, v in stored.items()
+                         if k.startswith(f"{data}-tfidf")}  # fmt: skip
         for i, (k, v) in enumerate(baselines.items()):
             lines.append(f"| {k} | {100 * v['accuracy']:.2f}% | {v['f1']:.4f} | | |")
             results[f"{data}-tfidf" + (f"-{i}" if i else "")] = {"data": data, "method": k, **v}
         lines.append("")
     lines += ["Commands (each with `--threads 1 --no-progress --out runs/<run>`):", "", "```"]
     lines += [f"{name}: lstm train sentiment --dataset {d} {a}" for name, (d, _, a) in ROWS.items()]
+    lines += [f"{name}: {results[name]['command']}" for name in ENSEMBLES if name in results]
     lines += ["```", ""]
     write_results(out, "sentiment", results, lines, "runs")
 
