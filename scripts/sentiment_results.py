@@ -92,6 +92,12 @@ ROWS = {
         "LSTM, 6 epochs, each review's first 200 and last 600 words",
         f"--cell lstm {SCRATCH} --epochs 6 --schedule constant --max-len 800 --keep-head 200",
     ),
+    "imdb-lstm-e512-ht": (
+        "imdb",
+        "LSTM, embedding 512, 6 epochs, first 100 and last 300 words",
+        "--cell lstm --embed 512 --hidden 128 --word-dropout 0.3 --dropout 0.5 --epochs 6 "
+        "--schedule constant --keep-head 100",
+    ),
     # after the IMDB rows: they start from IMDB classifiers
     "rt-lstm-ft-imdb": (
         "rt",
@@ -132,6 +138,19 @@ ENSEMBLES: dict[str, tuple[str, str, list[str]]] = {
         "imdb",
         "ensemble: mean probabilities of the four `imdb-lstm-e6-ht*` seeds",
         ["imdb-lstm-e6-ht", "imdb-lstm-e6-ht-s1", "imdb-lstm-e6-ht-s2", "imdb-lstm-e6-ht-s3"],
+    ),
+    "imdb-ensemble-7": (
+        "imdb",
+        "ensemble: the four seeds, `imdb-lstm-e6-ht800`, `imdb-lstm-e512-ht` and `imdb-lstm-e6`",
+        [
+            "imdb-lstm-e6-ht",
+            "imdb-lstm-e6-ht-s1",
+            "imdb-lstm-e6-ht-s2",
+            "imdb-lstm-e6-ht-s3",
+            "imdb-lstm-e6-ht800",
+            "imdb-lstm-e512-ht",
+            "imdb-lstm-e6",
+        ],
     ),
     "rt-ensemble-ft-imdb-ht": (
         "rt",
