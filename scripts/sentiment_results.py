@@ -23,6 +23,7 @@ the schedule (a bug, now fixed: the schedule spans the epochs).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -185,21 +186,29 @@ def _row_from_run(name: str) -> tuple[dict, dict] | None:
     return ours, {k: v for k, v in rows.items() if k.startswith("TF-IDF")}
 
 
+@functools.cache
+def _test_part(data: str):
+    from lstm.data.sentiment import load_movie_reviews, split_dataset
+
+    return split_dataset(load_movie_reviews(data)).test
+
+
 def _ensemble(data: str, members: list[str]) -> dict | None:
     """The test scores of the mean class probabilities of ``members``' classifiers (None unless
-    all of them are in runs/)."""
-    from lstm.data.sentiment import load_movie_reviews, split_dataset
-    from lstm.tasks.sentiment import load_sentiment_model, predict_texts, report_metrics
+    all of them are in runs/), as `lstm evaluate --ensemble` computes them."""
+    from lstm.tasks.sentiment import ensemble_proba, load_ensemble, report_metrics
 
     if not all((ROOT / "runs" / m / "report.json").exists() for m in members):
         return None
-    test = split_dataset(load_movie_reviews(data)).test
-    probs = 0
-    for m in members:
-        model, vocab, meta = load_sentiment_model(ROOT / "runs" / m)
-        probs = probs + predict_texts(model, vocab, test.texts, meta["max_len"],
-                                      meta.get("keep_head"))  # fmt: skip
+    test = _test_part(data)
+    probs = ensemble_proba(load_ensemble([ROOT / "runs" / m for m in members]), test.texts)
     return report_metrics(test.labels, probs.argmax(1), 2)
+
+
+def _line(label: str, scores: dict, name: str, minutes: str | None = None) -> str:
+    """A table row; ``minutes`` is None for an ensemble, which trains nothing."""
+    cell = "" if minutes is None else f" {minutes}"
+    return f"| {label} | {100 * scores['accuracy']:.2f}% | {scores['f1']:.4f} | `{name}` |{cell} |"
 
 
 def table(out: Path) -> None:
@@ -228,8 +237,7 @@ def table(out: Path) -> None:
             results[name] = ours
             seconds = ours.get("training_seconds")
             minutes = f"{seconds / 60:.1f} min" if seconds else ""
-            lines.append(f"| {label} | {100 * ours['accuracy']:.2f}% | {ours['f1']:.4f} | "
-                         f"`{name}` | {minutes} |")  # fmt: skip
+            lines.append(_line(label, ours, name, minutes))
         for name, (d, label, members) in ENSEMBLES.items():
             if d != data:
                 continue
@@ -241,8 +249,7 @@ def table(out: Path) -> None:
                 "command": f"lstm evaluate runs/{members[0]} --ensemble "
                            + " ".join(f"runs/{m}" for m in members[1:]), **scores}  # fmt: skip
             results[name] = ours
-            lines.append(f"| {label} | {100 * ours['accuracy']:.2f}% | {ours['f1']:.4f} | "
-                         f"`{name}` | |")  # fmt: skip
+            lines.append(_line(label, ours, name))
         if not baselines:  # no row of this data set ran here: the stored baselines
             baselines = {v["method"]: v for k, v in stored.items()
                          if k.startswith(f"{data}-tfidf")}  # fmt: skip

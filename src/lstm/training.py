@@ -578,8 +578,11 @@ def fit(
         for batch in iterator:
             t0 = time.perf_counter()
             lr = config.lr * lr_factor(config, progress.step, fraction(), total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group_lr_scale(group, progress.epoch)
+            trained, frozen = [], []  # a frozen group neither moves, gathers optimizer state,
+            for group in optimizer.param_groups:  # nor counts in the clipped norm
+                scale = group_lr_scale(group, progress.epoch)
+                group["lr"] = lr * scale
+                (trained if scale > 0 else frozen).extend(group["params"])
             state_in = detach_state(state) if config.carry_state else None
             loss, state, count = loss_fn(model, to_device(batch, device), state_in)
             if not torch.isfinite(loss):
@@ -589,15 +592,8 @@ def fit(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            trained = params
-            if param_groups is not None:  # a frozen group neither moves, keeps optimizer state,
-                trained = []  # nor counts in the clipped norm
-                for group in optimizer.param_groups:
-                    if group_lr_scale(group, progress.epoch) > 0:
-                        trained += group["params"]
-                    else:
-                        for p in group["params"]:
-                            p.grad = None
+            for p in frozen:
+                p.grad = None
             max_norm = config.clip_norm if config.clip_norm is not None else float("inf")
             grad_norm = float(nn.utils.clip_grad_norm_(trained, max_norm))
             optimizer.step()

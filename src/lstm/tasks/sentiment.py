@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,9 @@ from lstm.models.classifier import (
 from lstm.viz import plot_confusion
 
 __all__ = [
+    "ensemble_proba",
     "finetune_start",
+    "load_ensemble",
     "load_pretrained",
     "load_sentiment_data",
     "load_sentiment_model",
@@ -659,7 +662,7 @@ def run_predict(args) -> int:
     if any(not t.strip() for t in texts):
         raise ValueError("a text to classify is empty")
     model, vocab, meta = load_sentiment_model(args.checkpoint)
-    probs = predict_texts(model, vocab, texts, meta.get("max_len"), meta.get("keep_head"))
+    probs = ensemble_proba([(model, vocab, meta)], texts)
     names = meta.get("label_names") or [str(i) for i in range(probs.shape[1])]
     for text, p in zip(texts, probs):
         k = int(p.argmax())
@@ -668,10 +671,39 @@ def run_predict(args) -> int:
     return 0
 
 
+def load_ensemble(
+    runs: Sequence[str | os.PathLike],
+) -> list[tuple[torch.nn.Module, WordVocab, dict]]:
+    """The classifiers of ``runs`` (:func:`load_sentiment_model` each), checked to share the
+    first one's labels."""
+    loaded = [load_sentiment_model(run) for run in runs]
+    labels = loaded[0][2].get("label_names")
+    for run, (_, _, meta) in zip(runs[1:], loaded[1:]):
+        if meta.get("label_names") != labels:
+            raise SentimentDataError(f"--ensemble {run}: its labels {meta.get('label_names')} "
+                                     f"are not the checkpoint's {labels}")  # fmt: skip
+    return loaded
+
+
+def ensemble_proba(
+    classifiers: Sequence[tuple[torch.nn.Module, WordVocab, dict]], texts: list[str]
+) -> np.ndarray:
+    """The mean class probabilities ``(N, K)`` of ``classifiers`` (from :func:`load_ensemble`, or
+    one from :func:`load_sentiment_model`) on raw texts, each reading them with its own
+    vocabulary and cut (its run's ``max_len`` and ``keep_head``)."""
+    total = 0
+    for model, vocab, meta in classifiers:
+        total = total + predict_texts(model, vocab, texts, meta.get("max_len"),
+                                      meta.get("keep_head"))  # fmt: skip
+    return total / len(classifiers)
+
+
 def evaluate_checkpoint(args) -> int:
     """``lstm evaluate`` of a sentiment checkpoint: its data's test part, or ``--csv``; with
     ``--ensemble RUN ...``, of the mean of its class probabilities and those runs'."""
-    model, vocab, meta = load_sentiment_model(args.checkpoint)
+    members = getattr(args, "ensemble", None) or []
+    classifiers = load_ensemble([args.checkpoint, *members])
+    meta = classifiers[0][2]
     if getattr(args, "csv", None):
         part = load_csv(args.csv, args.text_col, args.label_col)
         what = args.csv
@@ -681,18 +713,9 @@ def evaluate_checkpoint(args) -> int:
                                       d.get("label_col", "label"), d.get("aclimdb"))  # fmt: skip
         part = getattr(split_dataset(data), args.split)
         what = f"{d.get('dataset') or d.get('csv') or d.get('aclimdb')} ({args.split} part)"
-    probs = predict_texts(model, vocab, part.texts, meta.get("max_len"), meta.get("keep_head"))
-    members = getattr(args, "ensemble", None) or []
-    for run in members:  # each reads the texts with its own vocabulary and cut
-        other, other_vocab, other_meta = load_sentiment_model(run)
-        if other_meta.get("label_names") != meta.get("label_names"):
-            raise SentimentDataError(f"--ensemble {run}: its labels {other_meta.get('label_names')} "
-                                     f"are not the checkpoint's {meta.get('label_names')}")  # fmt: skip
-        probs = probs + predict_texts(other, other_vocab, part.texts, other_meta.get("max_len"),
-                                      other_meta.get("keep_head"))  # fmt: skip
-    probs = probs / (1 + len(members))
+    probs = ensemble_proba(classifiers, part.texts)
     if members:
-        what += f", ensemble of {1 + len(members)} classifiers"
+        what += f", ensemble of {len(classifiers)} classifiers"
     K = probs.shape[1]
     if part.labels.max() >= K:
         raise SentimentDataError(f"{what} has labels beyond the model's {K} classes")
