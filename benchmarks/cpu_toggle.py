@@ -1,10 +1,11 @@
-"""A kernel switch read on every call (``LSTM_CPU_BY_UNITS``), A/B in one process: our LSTM layer
-with the variable set to each value in turn, and torch.nn.LSTM, timed in interleaved rounds
+"""A kernel switch read on every call (``LSTM_CPU_BY_UNITS``), A/B in one process: our LSTM (or GRU)
+layer with the variable set to each value in turn, and torch.nn's, timed in interleaved rounds
 (medians). Comparing across processes on a noisy VM moved single points by tens of percent; in
 one process both variants meet the same load.
 
     python -m benchmarks.cpu_toggle LSTM_CPU_BY_UNITS 0,1 300 16x64 1x256 64x128
     python -m benchmarks.cpu_toggle LSTM_CPU_BY_UNITS 0,1 100 16x64 --mode training
+    python -m benchmarks.cpu_toggle LSTM_CPU_BY_UNITS 0,1 1000 1x64 --cell GRU
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import lstm
 from benchmarks.common import interleaved, machine, print_table, write_json
 
-COLUMNS = [("mode", "mode", "s"), ("T", "T", "d"), ("B", "B", "d"), ("H", "H", "d"),
+COLUMNS = [("cell", "cell", "s"), ("mode", "mode", "s"), ("T", "T", "d"), ("B", "B", "d"), ("H", "H", "d"),
            ("variant", "variant", "s"), ("median_ms", "median ms", ".3f"),
            ("rounds", "rounds", "d")]  # fmt: skip
 
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("T", type=int)
     parser.add_argument("shapes", nargs="+", help="BxH, e.g. 16x64")
     parser.add_argument("--mode", choices=["inference", "training"], default="inference")
+    parser.add_argument("--cell", choices=["LSTM", "GRU"], default="LSTM")
     parser.add_argument("--budget", type=float, default=3.0, help="seconds per shape")
     parser.add_argument("--name", default="cpu_toggle", help="results file name")
     args = parser.parse_args()
@@ -52,17 +54,18 @@ def main() -> None:
     for shape in args.shapes:
         B, H = (int(v) for v in shape.split("x"))
         torch.manual_seed(0)
-        theirs = torch.nn.LSTM(H, H)
-        ours = lstm.LSTM.from_torch(theirs, backend="cpu")
+        theirs = getattr(torch.nn, args.cell)(H, H)
+        ours = getattr(lstm, args.cell).from_torch(theirs, backend="cpu")
         x = torch.randn(args.T, B, H, requires_grad=args.mode == "training")
 
         training = args.mode == "training"
         fns = {f"{args.variable}={v}": _runner(ours, x, training, args.variable, v)
                for v in args.values.split(",")}  # fmt: skip
-        fns["torch.nn.LSTM"] = _runner(theirs, x, training)
+        fns[f"torch.nn.{args.cell}"] = _runner(theirs, x, training)
         for variant, t in interleaved(fns, budget_s=args.budget).items():
-            rows.append({"mode": args.mode, "T": args.T, "B": B, "H": H, "variant": variant,
-                         "median_ms": t["median_ms"], "rounds": t["rounds"]})  # fmt: skip
+            rows.append({"cell": args.cell, "mode": args.mode, "T": args.T, "B": B, "H": H,
+                         "variant": variant, "median_ms": t["median_ms"],
+                         "rounds": t["rounds"]})  # fmt: skip
     os.environ.pop(args.variable, None)
     print_table(rows, COLUMNS)
     print(write_json(args.name, {"machine": machine(), "rows": rows}))

@@ -71,7 +71,9 @@ def _grad_inputs(args):
 # tiles of every row count (1 to 3 rows with split sums, 4, 6, 8 = 4 + 4, 40 = 6 x 6 + 4); H = 3,
 # 9 and 20 leave panels cut short by N. The last two have per-step products of over 32K
 # multiply-adds: with two or more torch threads their panels are split among the threads. H=131
-# packs its weights on the team too (K * N >= 65536), with the last panel cut short.
+# packs its weights on the team too (K * N >= 65536), with the last panel cut short. B=40, H=48
+# and B=2, H=40 (8192 multiply-adds a step or more, whole panels, no projection) split the hidden
+# units over the threads for the whole loop; H=40 has 5 panels of 8 doubles, an odd count.
 CONFIGS = [
     (5, 1, 3, 4, None, True, False),
     (7, 2, 5, 9, None, False, True),
@@ -82,6 +84,7 @@ CONFIGS = [
     (4, 1, 6, 100, None, True, False),
     (5, 3, 4, 72, 40, True, True),
     (3, 2, 7, 131, None, True, True),
+    (5, 2, 6, 40, None, True, True),
 ]
 
 
@@ -176,9 +179,10 @@ def test_lstm_gradients_match_handwritten_bptt(T, B, I, H, P, bias, ragged):
 def test_threaded_steps_give_the_same_bits_as_one_thread(cell, B):
     """Each thread owns whole columns of the step's product (and, at B=32, whole rows of the
     pointwise pass) and sums over k in the same order as one thread does, so the thread count
-    changes nothing, forward or backward. At B=1 the LSTM's forward splits the hidden units
-    instead (each thread: its units' columns in all four gates, then their gate arithmetic;
-    experiment 12), which must give the same bits too."""
+    changes nothing, forward or backward. At B=1 the LSTM splits the hidden units instead (in
+    the forward each thread runs its units' columns in all four gates, then their gate
+    arithmetic; in the backward their gate gradients, then their columns of dh_{t-1};
+    experiments 12 and 14), which must give the same bits too."""
     make = {"lstm": _lstm_args, "gru": _gru_args, "rnn": _rnn_args}[cell]
     args = make(6, B, 8, 128, ragged=True, seed=5)
     fn = getattr(cpu, cell)

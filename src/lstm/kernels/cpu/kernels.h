@@ -133,6 +133,25 @@ inline bool rows_in_parallel(int64_t B, int64_t H) {
   return B > 1 && B * H >= minimum && !omp_in_parallel() && omp_get_max_threads() > 1;
 }
 
+// Whether the LSTM's threads split the hidden units for the whole time loop (one parallel region
+// a call, one SpinBarrier a step; experiments 12 and 14, docs/performance.md): from
+// LSTM_CPU_UNITS_MIN multiply-adds a step (default 8192: B=1, H=64 has 16384). Below it, one
+// thread runs the loop.
+inline int64_t units_minimum() {
+  static const int64_t minimum = [] {
+    const char* v = std::getenv("LSTM_CPU_UNITS_MIN");
+    return v ? std::atoll(v) : int64_t(8192);
+  }();
+  return minimum;
+}
+
+// How many threads split the hidden units of a time loop whose steps do `macs` multiply-adds
+// over `blocks` tiles of units (see units_minimum); one inside another parallel region.
+inline int unit_threads(int64_t macs, int64_t blocks) {
+  if (macs < units_minimum() || blocks < 2 || omp_in_parallel()) return 1;
+  return (int)std::min<int64_t>(omp_get_max_threads(), blocks);
+}
+
 // The per-step products read their weights in panels of kPanel<T> columns (64 bytes: two AVX
 // vectors or one AVX-512 vector, 16 floats or 8 doubles): W[K, N] as ceil(N / kPanel) blocks of
 // (K, kPanel), each contiguous, the last one zero-padded (recurrent.cpp's pack_panels; step_gemm
@@ -427,17 +446,19 @@ inline void lstm_pointwise_forward(int64_t n, int64_t stride, T* __restrict z,
 template <typename T>
 void lstm_forward(const LstmForward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
-  // When the product runs on the team but the rows' gate arithmetic would run on one thread
-  // (B * H below rows_in_parallel's minimum), the threads split the hidden units instead of the
-  // columns, and each runs the arithmetic of its units: the pass is shared without a second
-  // fork. Needs whole panels per gate block (H a multiple of kPanel) and no projection.
-  // (Where the rows' pass is already parallel this measured level to 16% slower; experiment 12,
-  // docs/performance.md. LSTM_CPU_BY_UNITS=0 turns it off.)
+  // When the rows' gate arithmetic would run on one thread (B * H below rows_in_parallel's
+  // minimum), the threads split the hidden units instead: each multiplies the panels of its
+  // units in all four gate blocks and runs those units' arithmetic, for the whole time loop in
+  // one parallel region, with one SpinBarrier a step (the next step needs every unit of h).
+  // Needs whole panels per gate block (H a multiple of kPanel) and no projection. (Experiments
+  // 12 and 14, docs/performance.md. LSTM_CPU_BY_UNITS=0 turns it off.)
   const int64_t unit_panels = H / kPanel<T>;
   const bool by_units = by_units_enabled() && !a.w_hr_t && H % kPanel<T> == 0 &&
                         !rows_in_parallel(B, H) &&
-                        step_threads(B * G * P, panel_tiles(unit_panels)) > 1;
-  for (int64_t t = 0; t < a.steps; ++t) {
+                        unit_threads(B * G * P, panel_tiles(unit_panels)) > 1;
+  // Step t for rows [0, B), units [u0, u1): the product's columns of those units in the four
+  // gate blocks (panels [q0, q1) of each), the gate arithmetic, the padding mask.
+  auto step = [&](int64_t t, int64_t q0, int64_t q1) {
     const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * P;  // (B, P)
     const T* c_prev = t == 0 ? a.c0 : a.c_all + (t - 1) * B * H;  // (B, H)
     T* z = a.gates + t * B * G;                                    // (B, 4H)
@@ -446,52 +467,61 @@ void lstm_forward(const LstmForward<T>& a) {
     T* tc = a.tanh_c ? a.tanh_c + t * B * H : nullptr;
     const bool* m = a.mask ? a.mask + t * B : nullptr;
     T* h_unprojected = a.w_hr_t ? a.h_raw : h;
-    // The gate arithmetic of row b, units [u0, u0 + n).
-    auto pointwise = [&](int64_t b, int64_t u0, int64_t n) {
+    const int64_t u0 = std::min(H, q0 * kPanel<T>), u1 = std::min(H, q1 * kPanel<T>);
+    // The gate arithmetic of row b, units [u0, u1).
+    auto pointwise = [&](int64_t b) {
       const int64_t o = b * H + u0;
       if (tc)
-        lstm_pointwise_forward<T, true>(n, H, z + b * G + u0, c_prev + o, c + o,
+        lstm_pointwise_forward<T, true>(u1 - u0, H, z + b * G + u0, c_prev + o, c + o,
                                         h_unprojected + o, tc + o);
       else
-        lstm_pointwise_forward<T, false>(n, H, z + b * G + u0, c_prev + o, c + o,
+        lstm_pointwise_forward<T, false>(u1 - u0, H, z + b * G + u0, c_prev + o, c + o,
                                          h_unprojected + o, nullptr);
     };
     if (by_units) {
-      // One parallel region a step: each thread multiplies the panels of its hidden units in
-      // all four gate blocks, then runs the gate arithmetic of those units for every row, on
-      // the pre-activations it has just written (experiment 12, docs/performance.md).
-#pragma omp parallel
-      {
-        const PanelShare s =
-            panel_share(unit_panels, omp_get_thread_num(), omp_get_num_threads());
-        const int64_t q0 = s.first, q1 = s.last;
-        for (int64_t g = 0; g < 4; ++g)  // z += h_{t-1} W_hh^T, this thread's columns
-          panel_range<T>(B, G, P, h_prev, a.w_hh_t, true, z, g * unit_panels + q0,
-                         g * unit_panels + q1);
-        if (q1 > q0)
-          for (int64_t b = 0; b < B; ++b) pointwise(b, q0 * kPanel<T>, (q1 - q0) * kPanel<T>);
-      }
+      for (int64_t g = 0; g < 4; ++g)  // z += h_{t-1} W_hh^T, these units' columns
+        panel_range<T>(B, G, P, h_prev, a.w_hh_t, true, z, g * unit_panels + q0,
+                       g * unit_panels + q1);
+      for (int64_t b = 0; b < B; ++b) pointwise(b);
     } else {
       step_gemm<T>(B, G, P, h_prev, a.w_hh_t, true, z);  // z += h_{t-1} W_hh^T
 #pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
-      for (int64_t b = 0; b < B; ++b) pointwise(b, 0, H);
+      for (int64_t b = 0; b < B; ++b) pointwise(b);
     }
     if (a.w_hr_t) step_gemm<T>(B, P, H, a.h_raw, a.w_hr_t, false, h);  // h = h_raw W_hr^T
     if (m) {
+      const int64_t p0 = a.w_hr_t ? 0 : u0, p1 = a.w_hr_t ? P : u1;
       for (int64_t b = 0; b < B; ++b) {
         if (m[b]) continue;  // padding: the state carries unchanged
-        for (int64_t j = 0; j < P; ++j) h[b * P + j] = h_prev[b * P + j];
-        for (int64_t j = 0; j < H; ++j) c[b * H + j] = c_prev[b * H + j];
+        for (int64_t j = p0; j < p1; ++j) h[b * P + j] = h_prev[b * P + j];
+        for (int64_t j = u0; j < u1; ++j) c[b * H + j] = c_prev[b * H + j];
       }
+    }
+  };
+  if (!by_units) {
+    const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
+    for (int64_t t = 0; t < a.steps; ++t) step(t, 0, all);
+    return;
+  }
+  SpinBarrier barrier;
+#pragma omp parallel
+  {
+    // torch's team (as at::parallel_for): a num_threads clause would restart libgomp's threads.
+    const int team = omp_get_num_threads();
+    const PanelShare s = panel_share(unit_panels, omp_get_thread_num(), team);
+    for (int64_t t = 0; t < a.steps; ++t) {
+      step(t, s.first, s.last);
+      barrier.wait(team);
     }
   }
 }
 
-
 // One row of the step's backward: dh (H, unprojected) and dc (H, in/out: dC_t -> dC_{t-1}),
 // writes dz (4H). See lstm/bptt.py for the equations.
+// (A whole row: n = H = stride; a thread's share of the units: n < stride = H, every pointer at
+// the share's first unit.)
 template <typename T, bool kGradGates>
-inline void lstm_pointwise_backward(int64_t H, const T* __restrict gates,
+inline void lstm_pointwise_backward(int64_t n, int64_t H, const T* __restrict gates,
                                     const T* __restrict c_prev, const T* __restrict tanh_c,
                                     const T* __restrict dh, T* __restrict dc,
                                     const T* __restrict grad_gates, T* __restrict dz) {
@@ -499,7 +529,7 @@ inline void lstm_pointwise_backward(int64_t H, const T* __restrict gates,
   const T* gf = gates + H;
   const T* gg = gates + 2 * H;
   const T* go = gates + 3 * H;
-  for (int64_t j = 0; j < H; ++j) {
+  for (int64_t j = 0; j < n; ++j) {
     const T i = gi[j], f = gf[j], g = gg[j], o = go[j], tc = tanh_c[j];
     T d_o = dh[j] * tc;
     const T dcj = dc[j] + dh[j] * o * (T(1) - tc * tc);
@@ -525,21 +555,34 @@ void lstm_backward(const LstmBackward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
   T* dh = a.dh;  // (B, P) gradient arriving at h_t
   T* dc = a.dc;  // (B, H) gradient arriving at C_t
-  for (int64_t t = a.steps - 1; t >= 0; --t) {
+  // As in the forward: where the rows' pass would run on one thread, the threads split the
+  // hidden units for the whole loop. A unit's gate gradients need only its own dh and dC, and
+  // the product dh_{t-1} = dz W_hh gives each thread the columns of its own units; only that
+  // product reads every unit's dz, so one SpinBarrier a step, between the two.
+  const int64_t unit_panels = H / kPanel<T>;
+  const bool by_units = by_units_enabled() && !a.w_hr && H % kPanel<T> == 0 &&
+                        !rows_in_parallel(B, H) &&
+                        unit_threads(B * G * P, panel_tiles(unit_panels)) > 1;
+  // Step t's gate gradients for rows [0, B), units [u0, u1) (and, with a projection, dh's
+  // columns [0, P)): the arriving gradients, the mask, the pointwise pass.
+  auto gate_gradients = [&](int64_t t, int64_t u0, int64_t u1) {
+    const int64_t p0 = a.w_hr ? 0 : u0, p1 = a.w_hr ? P : u1;
     if (a.grad_h) {
       const T* g = a.grad_h + t * B * P;
-      for (int64_t k = 0; k < B * P; ++k) dh[k] += g[k];
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = p0; j < p1; ++j) dh[b * P + j] += g[b * P + j];
     }
     if (a.grad_c) {
       const T* g = a.grad_c + t * B * H;
-      for (int64_t k = 0; k < B * H; ++k) dc[k] += g[k];
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = u0; j < u1; ++j) dc[b * H + j] += g[b * H + j];
     }
     // Padding rows copied the state forward unchanged: their gradient skips the step.
     const bool* m = a.mask ? a.mask + t * B : nullptr;
     if (m) {
       for (int64_t b = 0; b < B; ++b) {
         if (m[b]) continue;
-        for (int64_t j = 0; j < P; ++j) {
+        for (int64_t j = p0; j < p1; ++j) {
           a.dh_skip[b * P + j] = dh[b * P + j];
           dh[b * P + j] = T(0);
         }
@@ -557,40 +600,75 @@ void lstm_backward(const LstmBackward<T>& a) {
     const T* tc = a.tanh_c + t * B * H;
     const T* gg = a.grad_gates ? a.grad_gates + t * B * G : nullptr;
     T* dz = a.d_pre + t * B * G;
-#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
-    for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = u1 - u0;
+    auto row = [&](int64_t b) {
       const bool real = !m || m[b];
+      const int64_t o = b * H + u0, q = b * G + u0;
       // A padding row skips the step: dC_{t-1} = dC_t (left as it is) and the step itself sees
       // no dh, dC; the gates' own gradients (if any) still flow to z and on to h_{t-1}.
       if (real && gg) {
-        lstm_pointwise_backward<T, true>(H, gates + b * G, c_prev + b * H, tc + b * H,
-                                         dh_unprojected + b * H, dc + b * H, gg + b * G,
-                                         dz + b * G);
+        lstm_pointwise_backward<T, true>(n, H, gates + q, c_prev + o, tc + o,
+                                         dh_unprojected + o, dc + o, gg + q, dz + q);
       } else if (real) {
-        lstm_pointwise_backward<T, false>(H, gates + b * G, c_prev + b * H, tc + b * H,
-                                          dh_unprojected + b * H, dc + b * H, nullptr,
-                                          dz + b * G);
+        lstm_pointwise_backward<T, false>(n, H, gates + q, c_prev + o, tc + o,
+                                          dh_unprojected + o, dc + o, nullptr, dz + q);
       } else {
-        const T* gr = gates + b * G;
-        for (int64_t j = 0; j < G; ++j) dz[b * G + j] = T(0);
+        for (int64_t k = 0; k < 4; ++k)
+          for (int64_t j = 0; j < n; ++j) dz[q + k * H + j] = T(0);
         if (gg) {
-          const T* g = gg + b * G;
-          for (int64_t j = 0; j < H; ++j) {
+          const T* gr = gates + q;
+          const T* g = gg + q;
+          for (int64_t j = 0; j < n; ++j) {
             const T i = gr[j], f = gr[H + j], cg = gr[2 * H + j], o = gr[3 * H + j];
-            dz[b * G + j] = g[j] * i * (T(1) - i);
-            dz[b * G + H + j] = g[H + j] * f * (T(1) - f);
-            dz[b * G + 2 * H + j] = g[2 * H + j] * (T(1) - cg * cg);
-            dz[b * G + 3 * H + j] = g[3 * H + j] * o * (T(1) - o);
+            dz[q + j] = g[j] * i * (T(1) - i);
+            dz[q + H + j] = g[H + j] * f * (T(1) - f);
+            dz[q + 2 * H + j] = g[2 * H + j] * (T(1) - cg * cg);
+            dz[q + 3 * H + j] = g[3 * H + j] * o * (T(1) - o);
           }
         }
       }
+    };
+    if (by_units) {
+      for (int64_t b = 0; b < B; ++b) row(b);
+    } else {
+#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
+      for (int64_t b = 0; b < B; ++b) row(b);
     }
-    step_gemm<T>(B, P, G, dz, a.w_hh, false, dh);  // dh_{t-1} = dz W_hh
+  };
+  // dh_{t-1} = dz_t W_hh, columns (panels) [q0, q1), then the skipped rows' gradient back in.
+  auto state_gradient = [&](int64_t t, int64_t q0, int64_t q1) {
+    const T* dz = a.d_pre + t * B * G;
+    if (by_units)
+      panel_range<T>(B, P, G, dz, a.w_hh, false, dh, q0, q1);
+    else
+      step_gemm<T>(B, P, G, dz, a.w_hh, false, dh);
+    const bool* m = a.mask ? a.mask + t * B : nullptr;
     if (m) {
+      const int64_t p0 = std::min(P, q0 * kPanel<T>), p1 = std::min(P, q1 * kPanel<T>);
       for (int64_t b = 0; b < B; ++b) {
         if (m[b]) continue;
-        for (int64_t j = 0; j < P; ++j) dh[b * P + j] += a.dh_skip[b * P + j];
+        for (int64_t j = p0; j < p1; ++j) dh[b * P + j] += a.dh_skip[b * P + j];
       }
+    }
+  };
+  if (!by_units) {
+    const int64_t all = (P + kPanel<T> - 1) / kPanel<T>;
+    for (int64_t t = a.steps - 1; t >= 0; --t) {
+      gate_gradients(t, 0, H);
+      state_gradient(t, 0, all);
+    }
+    return;
+  }
+  SpinBarrier barrier;
+#pragma omp parallel
+  {
+    const int team = omp_get_num_threads();
+    const PanelShare s = panel_share(unit_panels, omp_get_thread_num(), team);
+    const int64_t u0 = std::min(H, s.first * kPanel<T>), u1 = std::min(H, s.last * kPanel<T>);
+    for (int64_t t = a.steps - 1; t >= 0; --t) {
+      gate_gradients(t, u0, u1);
+      barrier.wait(team);  // every unit's dz_t is written
+      state_gradient(t, s.first, s.last);
     }
   }
 }
@@ -599,11 +677,13 @@ void lstm_backward(const LstmBackward<T>& a) {
 // GRU
 // ---------------------------------------------------------------------------------------------
 
+// The gate arithmetic of one row's units [0, n), gate blocks `H` apart (a whole row: n = H; a
+// thread's share of the units: n < H, every pointer at the share's first unit).
 template <typename T, bool kSaveGhn>
-inline void gru_pointwise_forward(int64_t H, T* __restrict gx, const T* __restrict gh,
-                                  const T* __restrict h_prev, T* __restrict h_out,
-                                  T* __restrict gh_n_out) {
-  for (int64_t j = 0; j < H; ++j) {
+inline void gru_pointwise_forward(int64_t n_units, int64_t H, T* __restrict gx,
+                                  const T* __restrict gh, const T* __restrict h_prev,
+                                  T* __restrict h_out, T* __restrict gh_n_out) {
+  for (int64_t j = 0; j < n_units; ++j) {
     const T r = Act<T>::sigmoid(gx[j] + gh[j]);
     const T z = Act<T>::sigmoid(gx[H + j] + gh[H + j]);
     const T n = Act<T>::tanh(gx[2 * H + j] + r * gh[2 * H + j]);
@@ -618,40 +698,75 @@ inline void gru_pointwise_forward(int64_t H, T* __restrict gx, const T* __restri
 template <typename T>
 void gru_forward(const GruForward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, G = 3 * H;
-  for (int64_t t = 0; t < a.steps; ++t) {
+  // As the LSTM's: where the rows' pass would run on one thread, the threads split the hidden
+  // units (their columns in the three gate blocks, then their gate arithmetic) for the whole
+  // loop, one SpinBarrier a step (experiment 14, docs/performance.md).
+  const int64_t unit_panels = H / kPanel<T>;
+  const bool by_units = by_units_enabled() && H % kPanel<T> == 0 && !rows_in_parallel(B, H) &&
+                        unit_threads(B * G * H, panel_tiles(unit_panels)) > 1;
+  auto step = [&](int64_t t, int64_t q0, int64_t q1) {
     const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * H;
     T* gx = a.gates + t * B * G;
     T* h = a.h_all + t * B * H;
+    const int64_t u0 = std::min(H, q0 * kPanel<T>), u1 = std::min(H, q1 * kPanel<T>);
     if (a.b_hh)
       for (int64_t b = 0; b < B; ++b)
-        for (int64_t j = 0; j < G; ++j) a.gh[b * G + j] = a.b_hh[j];
-    step_gemm<T>(B, G, H, h_prev, a.w_hh_t, a.b_hh != nullptr, a.gh);  // gh = h W_hh^T + b_hh
+        for (int64_t g = 0; g < 3; ++g)
+          for (int64_t j = u0; j < u1; ++j) a.gh[b * G + g * H + j] = a.b_hh[g * H + j];
+    if (by_units) {
+      for (int64_t g = 0; g < 3; ++g)  // gh = h W_hh^T + b_hh, these units' columns
+        panel_range<T>(B, G, H, h_prev, a.w_hh_t, a.b_hh != nullptr, a.gh,
+                       g * unit_panels + q0, g * unit_panels + q1);
+    } else {
+      step_gemm<T>(B, G, H, h_prev, a.w_hh_t, a.b_hh != nullptr, a.gh);
+    }
     const bool* m = a.mask ? a.mask + t * B : nullptr;
-#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
-    for (int64_t b = 0; b < B; ++b) {
+    auto row = [&](int64_t b) {
+      const int64_t o = b * H + u0, q = b * G + u0;
       if (a.gh_n)
-        gru_pointwise_forward<T, true>(H, gx + b * G, a.gh + b * G, h_prev + b * H, h + b * H,
-                                       a.gh_n + (t * B + b) * H);
+        gru_pointwise_forward<T, true>(u1 - u0, H, gx + q, a.gh + q, h_prev + o, h + o,
+                                       a.gh_n + t * B * H + o);
       else
-        gru_pointwise_forward<T, false>(H, gx + b * G, a.gh + b * G, h_prev + b * H, h + b * H,
+        gru_pointwise_forward<T, false>(u1 - u0, H, gx + q, a.gh + q, h_prev + o, h + o,
                                         nullptr);
       if (m && !m[b])
-        for (int64_t j = 0; j < H; ++j) h[b * H + j] = h_prev[b * H + j];
+        for (int64_t j = u0; j < u1; ++j) h[b * H + j] = h_prev[b * H + j];
+    };
+    if (by_units) {
+      for (int64_t b = 0; b < B; ++b) row(b);
+    } else {
+#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
+      for (int64_t b = 0; b < B; ++b) row(b);
+    }
+  };
+  if (!by_units) {
+    const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
+    for (int64_t t = 0; t < a.steps; ++t) step(t, 0, all);
+    return;
+  }
+  SpinBarrier barrier;
+#pragma omp parallel
+  {
+    const int team = omp_get_num_threads();
+    const PanelShare s = panel_share(unit_panels, omp_get_thread_num(), team);
+    for (int64_t t = 0; t < a.steps; ++t) {
+      step(t, s.first, s.last);
+      barrier.wait(team);  // every unit of h_t is written
     }
   }
 }
 
-
-// One row of the GRU step's backward (see lstm/bptt.py). real = false: a padding row, where the
-// step sees no dh (only the gates' own gradients) and dh skips straight to h_{t-1}.
+// One row of the GRU step's backward (see lstm/bptt.py), units [0, n) with gate blocks `H` apart
+// (as gru_pointwise_forward). real = false: a padding row, where the step sees no dh (only the
+// gates' own gradients) and dh skips straight to h_{t-1}.
 template <typename T, bool kGradGates>
-inline void gru_pointwise_backward(int64_t H, bool real, const T* __restrict gates,
-                                   const T* __restrict h_prev, const T* __restrict gh_n,
-                                   const T* __restrict dh, const T* __restrict grad_gates,
-                                   T* __restrict d_gx, T* __restrict d_gh,
-                                   T* __restrict dh_direct) {
+inline void gru_pointwise_backward(int64_t n_units, int64_t H, bool real,
+                                   const T* __restrict gates, const T* __restrict h_prev,
+                                   const T* __restrict gh_n, const T* __restrict dh,
+                                   const T* __restrict grad_gates, T* __restrict d_gx,
+                                   T* __restrict d_gh, T* __restrict dh_direct) {
   const T scale = real ? T(1) : T(0), skip = T(1) - scale;
-  for (int64_t j = 0; j < H; ++j) {
+  for (int64_t j = 0; j < n_units; ++j) {
     const T d = dh[j] * scale;
     const T r = gates[j], z = gates[H + j], n = gates[2 * H + j];
     T d_n = d * (T(1) - z);
@@ -679,10 +794,16 @@ template <typename T>
 void gru_backward(const GruBackward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, G = 3 * H;
   T* dh = a.dh;
-  for (int64_t t = a.steps - 1; t >= 0; --t) {
+  // Units split as in the forward: a unit's gate gradients need its own dh only; the product
+  // dh_{t-1} = d_gh W_hh reads every unit's d_gh, so one SpinBarrier a step, between the two.
+  const int64_t unit_panels = H / kPanel<T>;
+  const bool by_units = by_units_enabled() && H % kPanel<T> == 0 && !rows_in_parallel(B, H) &&
+                        unit_threads(B * G * H, panel_tiles(unit_panels)) > 1;
+  auto gate_gradients = [&](int64_t t, int64_t u0, int64_t u1) {
     if (a.grad_h) {
       const T* g = a.grad_h + t * B * H;
-      for (int64_t k = 0; k < B * H; ++k) dh[k] += g[k];
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = u0; j < u1; ++j) dh[b * H + j] += g[b * H + j];
     }
     const bool* m = a.mask ? a.mask + t * B : nullptr;
     const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * H;
@@ -691,21 +812,53 @@ void gru_backward(const GruBackward<T>& a) {
     const T* gg = a.grad_gates ? a.grad_gates + t * B * G : nullptr;
     T* dgx = a.d_gx + t * B * G;
     T* dgh = a.d_gh + t * B * G;
-#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
-    for (int64_t b = 0; b < B; ++b) {
+    auto row = [&](int64_t b) {
       const bool real = !m || m[b];
+      const int64_t o = b * H + u0, q = b * G + u0;
       if (gg)
-        gru_pointwise_backward<T, true>(H, real, gates + b * G, h_prev + b * H, ghn + b * H,
-                                        dh + b * H, gg + b * G, dgx + b * G, dgh + b * G,
-                                        a.dh_next + b * H);
+        gru_pointwise_backward<T, true>(u1 - u0, H, real, gates + q, h_prev + o, ghn + o,
+                                        dh + o, gg + q, dgx + q, dgh + q, a.dh_next + o);
       else
-        gru_pointwise_backward<T, false>(H, real, gates + b * G, h_prev + b * H, ghn + b * H,
-                                         dh + b * H, nullptr, dgx + b * G, dgh + b * G,
-                                         a.dh_next + b * H);
+        gru_pointwise_backward<T, false>(u1 - u0, H, real, gates + q, h_prev + o, ghn + o,
+                                         dh + o, nullptr, dgx + q, dgh + q, a.dh_next + o);
+    };
+    if (by_units) {
+      for (int64_t b = 0; b < B; ++b) row(b);
+    } else {
+#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
+      for (int64_t b = 0; b < B; ++b) row(b);
     }
-    // dh_{t-1} = d_gh W_hh + (direct path)
-    for (int64_t k = 0; k < B * H; ++k) dh[k] = a.dh_next[k];
-    step_gemm<T>(B, H, G, dgh, a.w_hh, true, dh);
+  };
+  // dh_{t-1} = d_gh W_hh + (direct path), columns (panels) [q0, q1).
+  auto state_gradient = [&](int64_t t, int64_t q0, int64_t q1) {
+    const T* dgh = a.d_gh + t * B * G;
+    const int64_t u0 = std::min(H, q0 * kPanel<T>), u1 = std::min(H, q1 * kPanel<T>);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = u0; j < u1; ++j) dh[b * H + j] = a.dh_next[b * H + j];
+    if (by_units)
+      panel_range<T>(B, H, G, dgh, a.w_hh, true, dh, q0, q1);
+    else
+      step_gemm<T>(B, H, G, dgh, a.w_hh, true, dh);
+  };
+  if (!by_units) {
+    const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
+    for (int64_t t = a.steps - 1; t >= 0; --t) {
+      gate_gradients(t, 0, H);
+      state_gradient(t, 0, all);
+    }
+    return;
+  }
+  SpinBarrier barrier;
+#pragma omp parallel
+  {
+    const int team = omp_get_num_threads();
+    const PanelShare s = panel_share(unit_panels, omp_get_thread_num(), team);
+    const int64_t u0 = std::min(H, s.first * kPanel<T>), u1 = std::min(H, s.last * kPanel<T>);
+    for (int64_t t = a.steps - 1; t >= 0; --t) {
+      gate_gradients(t, u0, u1);
+      barrier.wait(team);  // every unit's d_gh is written
+      state_gradient(t, s.first, s.last);
+    }
   }
 }
 
