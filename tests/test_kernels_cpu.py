@@ -113,18 +113,36 @@ def test_lstm_inference_path_matches_reference(T, B, I, H, P, bias, ragged, chun
             torch.testing.assert_close(c_last.detach(), c_ref[-1], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunk", [0, 1, 3])
+@pytest.mark.parametrize("T,B,I,H,P,bias,ragged", CONFIGS)
+def test_gru_inference_path_matches_reference(T, B, I, H, P, bias, ragged, chunk):
+    """gru_infer (the GRU layers' inference path: h_all only, the input projection a chunk of
+    steps at a time): the same outputs, whatever the chunk boundaries (0: default)."""
+    args = _gru_args(T, B, I, H, bias, ragged)
+    h_ref, _ = reference.gru_loop(*args)
+    h_all = cpu.load_extension().gru_infer(*args, chunk)
+    torch.testing.assert_close(h_all, h_ref, rtol=0, atol=1e-12)
+    if chunk == 0:  # and through the Python entry point, with and without a gradient
+        for inputs in (args, _grad_inputs(args)):
+            h_all = cpu.gru_last(*inputs)
+            assert h_all.requires_grad == (inputs is not args)
+            torch.testing.assert_close(h_all.detach(), h_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 @pytest.mark.parametrize("grad", [False, True])
-def test_empty_batch_matches_torch_nn(grad):
-    """A batch of 0 sequences: empty outputs of the right shapes, as torch.nn.LSTM gives (the
+def test_empty_batch_matches_torch_nn(cell, grad):
+    """A batch of 0 sequences: empty outputs of the right shapes, as torch.nn's layers give (the
     inference path once divided by B to size its chunks: SIGFPE)."""
     torch.manual_seed(0)
-    theirs = torch.nn.LSTM(4, 5)
-    ours = lstm.LSTM.from_torch(theirs, backend="cpu")
+    theirs = getattr(torch.nn, cell)(4, 5)
+    ours = getattr(lstm, cell).from_torch(theirs, backend="cpu")
     x = torch.randn(3, 0, 4)
     with torch.set_grad_enabled(grad):
-        out, (h, c) = ours(x)
-        ref, (h_ref, c_ref) = theirs(x)
-    assert out.shape == ref.shape and h.shape == h_ref.shape and c.shape == c_ref.shape
+        out, state = ours(x)
+        ref, state_ref = theirs(x)
+    states = zip(*(s if cell == "LSTM" else (s,) for s in (state, state_ref)))
+    assert out.shape == ref.shape and all(a.shape == b.shape for a, b in states)
 
 
 @pytest.mark.parametrize("T,B,I,H,P,bias,ragged", CONFIGS)

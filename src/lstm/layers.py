@@ -228,9 +228,11 @@ class _Recurrent(nn.RNNBase):
                         c_last = c_all[-1]
                     c_n.append(c_last)
                 elif self.mode == "GRU":
-                    h_all, gates = backend.gru(
-                        seq, h0[k], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], mask
-                    )
+                    args = (seq, h0[k], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], mask)
+                    if traces is None and backend.gru_last is not None:
+                        h_all = backend.gru_last(*args)  # no per-step gates
+                    else:
+                        h_all, gates = backend.gru(*args)
                 else:
                     bias = None if w["b_ih"] is None else w["b_ih"] + w["b_hh"]
                     h_all = backend.rnn(

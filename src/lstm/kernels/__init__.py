@@ -54,9 +54,11 @@ class Backend:
     supports: Callable[[torch.device, torch.dtype], bool] = field(default=lambda d, t: True)
     auto_priority: int = 0
     auto_supports: Callable[[torch.device, torch.dtype], bool] | None = None
-    # Optional: ``lstm`` for a layer's outputs only, ``(h_all, c_T)``, where a backend has a
-    # faster way to skip the per-step cell states and gates (the cpu backend's inference path).
+    # Optional: ``lstm`` for a layer's outputs only, ``(h_all, c_T)``, and ``gru`` for ``h_all``
+    # only, where a backend has a faster way to skip the per-step cell states and gates (the cpu
+    # backend's inference paths).
     lstm_last: Callable | None = None
+    gru_last: Callable | None = None
 
 
 _REGISTRY: dict[str, Callable[[], Backend | None]] = {}

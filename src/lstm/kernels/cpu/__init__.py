@@ -12,9 +12,9 @@ and one vectorized pass over the gates (AVX-512 or AVX2+FMA where the CPU has it
 time, so one cached build serves every machine); the backward per step is one pass and one
 product, the weight gradients a few big GEMMs after the loop (float32's by oneDNN where the
 AVX-512 copy runs, otherwise by MKL; the extension's ``isa()`` and ``gemm_library()`` say
-which). :func:`lstm_last` (a layer's inference) keeps only the outputs and projects the input a
-chunk of steps at a time. Gradients with respect to every output (the states and the gates) are
-accepted, as in :mod:`lstm.bptt`. Double backward is not supported on
+which). :func:`lstm_last` and :func:`gru_last` (a layer's inference) keep only the outputs and
+project the input a chunk of steps at a time. Gradients with respect to every output (the
+states and the gates) are accepted, as in :mod:`lstm.bptt`. Double backward is not supported on
 this path (``once_differentiable``); use ``backend="bptt"`` for Hessian-vector products.
 """
 
@@ -31,7 +31,16 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["backend", "build_error", "gru", "load_extension", "lstm", "lstm_last", "rnn"]
+__all__ = [
+    "backend",
+    "build_error",
+    "gru",
+    "gru_last",
+    "load_extension",
+    "lstm",
+    "lstm_last",
+    "rnn",
+]
 
 _SOURCES = ("recurrent.cpp", "kernels.h")
 # -O3 vectorizes the loops; no -march: the AVX-512, AVX2 or portable copy is chosen at run time
@@ -249,6 +258,24 @@ def gru(
     return h_all, gates
 
 
+def gru_last(
+    x: Tensor,  # (T, B, I)
+    h0: Tensor,  # (B, H)
+    weight_ih: Tensor,  # (3H, I)
+    weight_hh: Tensor,  # (3H, H)
+    bias_ih: Tensor | None,  # (3H,)
+    bias_hh: Tensor | None,  # (3H,)
+    mask: Tensor | None = None,  # (T, B, 1) bool
+) -> Tensor:
+    """:func:`gru` for when only ``h_all (T, B, H)`` is wanted (a layer's outputs): without a
+    gradient it keeps no gates and runs the input projection a chunk of steps at a time
+    (``gru_infer`` in recurrent.cpp), as :func:`lstm_last`."""
+    ext = _ext_or_raise()
+    if _grad_wanted(x, h0, weight_ih, weight_hh, bias_ih, bias_hh):
+        return GRUFused.apply(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, mask)[0]
+    return ext.gru_infer(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, mask, 0)
+
+
 # --------------------------------------------------------------------------------------------
 # Plain RNN
 # --------------------------------------------------------------------------------------------
@@ -305,4 +332,7 @@ def backend():
 
     if load_extension() is None:
         return None
-    return Backend("cpu", lstm, gru, rnn, supports=supports, auto_priority=10, lstm_last=lstm_last)
+    return Backend(
+        "cpu", lstm, gru, rnn, supports=supports, auto_priority=10, lstm_last=lstm_last,
+        gru_last=gru_last,
+    )  # fmt: skip

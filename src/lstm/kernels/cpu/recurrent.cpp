@@ -337,6 +337,23 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
   return {h_all, c_all, gates, tanh_c};
 }
 
+// The steps per chunk of the inference paths (lstm_infer, gru_infer): `steps_per_chunk` when
+// given (the tests' chunk boundaries), else about LSTM_CPU_CHUNK_KB (default 1024) of
+// pre-activations (`gate_bytes` a row), and at least 1024 rows per GEMM (T * B rows in all at
+// most): MKL copies W_ih^T on every call, and with 256 rows that copy was 9% of the samples at
+// T=1000, B=64, H=512 (2078 -> 1802 ms with 1024; experiment 10, docs/performance.md). B may be
+// 0 (an empty batch).
+static int64_t infer_chunk(int64_t T, int64_t B, int64_t gate_bytes, int64_t steps_per_chunk) {
+  static const int64_t chunk_bytes = [] {
+    const char* v = std::getenv("LSTM_CPU_CHUNK_KB");
+    return (v ? std::atoll(v) : 1024) << 10;
+  }();
+  if (steps_per_chunk > 0) return std::min(T, steps_per_chunk);
+  const int64_t row_bytes = std::max<int64_t>(B * gate_bytes, 1);
+  return std::min(T, std::max<int64_t>({1, chunk_bytes / row_bytes,
+                                        (1023 + B) / std::max<int64_t>(B, 1)}));
+}
+
 // Inference when only h_all (T, B, P) and the last c (B, H) are wanted (no gradient, no gate
 // traces): returns (h_all, c_T). steps_per_chunk: 0 for the default below. The input projection
 // runs a chunk of steps at a time, one GEMM per chunk into one reused buffer of about
@@ -354,19 +371,7 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
   check_lstm(x_, h0_, c0_, w_ih, w_hh, w_hr);
   const int64_t T = x_.size(0), B = x_.size(1), I = x_.size(2), H = w_hh.size(0) / 4;
   const int64_t P = w_hh.size(1), G = 4 * H;
-  static const int64_t chunk_bytes = [] {
-    const char* v = std::getenv("LSTM_CPU_CHUNK_KB");
-    return (v ? std::atoll(v) : 1024) << 10;
-  }();
-  const int64_t row_bytes = B * G * (int64_t)x_.element_size();
-  // At least 1024 rows per GEMM (T * B rows in all at most): MKL copies W_ih^T on every call, and
-  // with 256 rows that copy was 9% of the samples at T=1000, B=64, H=512 (2078 -> 1802 ms with
-  // 1024; experiment 10, docs/performance.md). B may be 0 (an empty batch).
-  const int64_t chunk =
-      steps_per_chunk > 0  // given (the tests' chunk boundaries), or from the budget
-          ? std::min(T, steps_per_chunk)
-          : std::min(T, std::max<int64_t>({1, chunk_bytes / std::max<int64_t>(row_bytes, 1),
-                                           (1023 + B) / std::max<int64_t>(B, 1)}));
+  const int64_t chunk = infer_chunk(T, B, G * (int64_t)x_.element_size(), steps_per_chunk);
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor c_last = c0_.clone(at::MemoryFormat::Contiguous);  // carried from chunk to chunk
   OptTensor b = contig(bias);
@@ -456,20 +461,27 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
 // GRU
 // ---------------------------------------------------------------------------------------------
 
+static void check_gru(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                      const at::Tensor& w_hh) {
+  const auto dtype = x.scalar_type();
+  check_tensor(x, "x", dtype, 3);
+  check_tensor(h0, "h0", dtype, 2);
+  check_tensor(w_ih, "w_ih", dtype, 2);
+  check_tensor(w_hh, "w_hh", dtype, 2);
+  const int64_t B = x.size(1), H = w_hh.size(1);
+  TORCH_CHECK(w_hh.size(0) == 3 * H && w_ih.size(0) == 3 * H && h0.size(1) == H &&
+                  h0.size(0) == B && w_ih.size(1) == x.size(2),
+              "cpu backend: inconsistent GRU shapes");
+}
+
 // Returns (h_all (T, B, H), gates (T, B, 3H), gh_n (T, B, H) if save).
 std::vector<at::Tensor> gru_forward(const at::Tensor& x_, const at::Tensor& h0_,
                                     const at::Tensor& w_ih, const at::Tensor& w_hh,
                                     const OptTensor& b_ih, const OptTensor& b_hh_,
                                     const OptTensor& mask, bool save) {
   const auto dtype = x_.scalar_type();
-  check_tensor(x_, "x", dtype, 3);
-  check_tensor(h0_, "h0", dtype, 2);
-  check_tensor(w_ih, "w_ih", dtype, 2);
-  check_tensor(w_hh, "w_hh", dtype, 2);
+  check_gru(x_, h0_, w_ih, w_hh);
   const int64_t T = x_.size(0), B = x_.size(1), H = w_hh.size(1);
-  TORCH_CHECK(w_hh.size(0) == 3 * H && w_ih.size(0) == 3 * H && h0_.size(1) == H &&
-                  h0_.size(0) == B && w_ih.size(1) == x_.size(2),
-              "cpu backend: inconsistent GRU shapes");
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor gates = input_projection(x, w_ih, b_ih).contiguous();  // (T, B, 3H)
   at::Tensor w_hh_t = pack_panels(w_hh.t());                         // (H, 3H)
@@ -489,6 +501,43 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& x_, const at::Tensor& h0_,
     LSTMK_CALL(gru_forward<scalar_t>, a);
   });
   return {h_all, gates, gh_n};
+}
+
+// GRU inference when only h_all (T, B, H) is wanted (no gradient, no gate traces), as
+// lstm_infer: the input projection a chunk of steps at a time into one reused buffer, no saved
+// gates (gru_forward allocates (T, B, 3H) and (T, B, H) on every call).
+at::Tensor gru_infer(const at::Tensor& x_, const at::Tensor& h0_, const at::Tensor& w_ih,
+                     const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh_,
+                     const OptTensor& mask, int64_t steps_per_chunk) {
+  const auto dtype = x_.scalar_type();
+  check_gru(x_, h0_, w_ih, w_hh);
+  const int64_t T = x_.size(0), B = x_.size(1), I = x_.size(2), H = w_hh.size(1), G = 3 * H;
+  const int64_t chunk = infer_chunk(T, B, G * (int64_t)x_.element_size(), steps_per_chunk);
+  at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
+  OptTensor b = contig(b_ih), b_hh = contig(b_hh_);
+  at::Tensor w_hh_t = pack_panels(w_hh.t());  // (H, 3H)
+  at::Tensor m = mask_2d(mask, T, B);
+  auto opts = x.options();
+  at::Tensor gates = at::empty({chunk, B, G}, opts), gh = at::empty({B, G}, opts);
+  at::Tensor h_all = at::empty({T, B, H}, opts);
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t n = std::min(chunk, T - t0);
+    at::Tensor pre = gates.narrow(0, 0, n).view({n * B, G});
+    project_into(pre, x.narrow(0, t0, n).view({n * B, I}), w_ih, b);  // the chunk's steps
+    AT_DISPATCH_FLOATING_TYPES(dtype, "gru_infer", [&] {
+      GruForward<scalar_t> a{n, B, H,
+                             gates.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
+                             cptr<scalar_t>(b_hh),
+                             t0 == 0 ? h0.data_ptr<scalar_t>()
+                                     : h_all.data_ptr<scalar_t>() + (t0 - 1) * B * H,
+                             m.defined() ? m.data_ptr<bool>() + t0 * B : nullptr,
+                             h_all.data_ptr<scalar_t>() + t0 * B * H, nullptr,
+                             gh.data_ptr<scalar_t>()};
+      pybind11::gil_scoped_release no_gil;
+      LSTMK_CALL(gru_forward<scalar_t>, a);
+    });
+  }
+  return h_all;
 }
 
 // needs: (x, h0, w_ih, w_hh, b_ih, b_hh). Returns (dx, dh0, dw_ih, dw_hh, db_ih, db_hh).
@@ -773,6 +822,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lstm_infer", &lstmk::lstm_infer);
   m.def("lstm_backward", &lstmk::lstm_backward);
   m.def("gru_forward", &lstmk::gru_forward);
+  m.def("gru_infer", &lstmk::gru_infer);
   m.def("gru_backward", &lstmk::gru_backward);
   m.def("rnn_forward", &lstmk::rnn_forward);
   m.def("rnn_backward", &lstmk::rnn_backward);
