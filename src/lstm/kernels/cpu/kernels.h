@@ -411,6 +411,74 @@ inline void step_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* pane
   }
 }
 
+// The rows of a step's pointwise pass: on this thread when the units are split (each thread runs
+// its own units of every row), else over the team where rows_in_parallel says so.
+template <typename Row>
+inline void each_row(int64_t B, int64_t H, bool by_units, Row&& row) {
+  if (by_units) {
+    for (int64_t b = 0; b < B; ++b) row(b);
+    return;
+  }
+#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
+  for (int64_t b = 0; b < B; ++b) row(b);
+}
+
+// The two time loops every cell's forward and backward run, serial or with the hidden units
+// split (experiment 14, docs/performance.md). unit_panels = 0: one thread, every panel.
+// Otherwise one parallel region on torch's team (as at::parallel_for: a num_threads clause would
+// restart libgomp's threads), each thread owning whole panels of units [first, last) of the
+// `unit_panels` panels for the whole loop, one SpinBarrier a step.
+//
+// Forward: step(t, q0, q1) runs step t for the units of panels [q0, q1); the next step reads
+// every unit of h_t, hence the barrier after each step.
+template <typename T, typename Step>
+inline void forward_loop(int64_t steps, int64_t H, int64_t unit_panels, Step&& step) {
+  if (unit_panels == 0) {
+    const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
+    for (int64_t t = 0; t < steps; ++t) step(t, 0, all);
+    return;
+  }
+  SpinBarrier barrier;
+#pragma omp parallel
+  {
+    const int team = omp_get_num_threads();
+    const PanelShare s = panel_share(unit_panels, omp_get_thread_num(), team);
+    for (int64_t t = 0; t < steps; ++t) {
+      step(t, s.first, s.last);
+      barrier.wait(team);  // every unit of h_t is written
+    }
+  }
+}
+
+// Backward, from the last step to the first: gate_gradients(t, u0, u1) for units [u0, u1)
+// (unit-local: a unit's gate gradients need only its own dh and dC), then
+// state_gradient(t, q0, q1), the columns (panels [q0, q1) of the P columns) of dh_{t-1}, which
+// read every unit's gate gradients: hence the barrier between the two.
+template <typename T, typename Gates, typename State>
+inline void backward_loop(int64_t steps, int64_t H, int64_t P, int64_t unit_panels,
+                          Gates&& gate_gradients, State&& state_gradient) {
+  if (unit_panels == 0) {
+    const int64_t all = (P + kPanel<T> - 1) / kPanel<T>;
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      gate_gradients(t, 0, H);
+      state_gradient(t, 0, all);
+    }
+    return;
+  }
+  SpinBarrier barrier;
+#pragma omp parallel
+  {
+    const int team = omp_get_num_threads();
+    const PanelShare s = panel_share(unit_panels, omp_get_thread_num(), team);
+    const int64_t u0 = std::min(H, s.first * kPanel<T>), u1 = std::min(H, s.last * kPanel<T>);
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      gate_gradients(t, u0, u1);
+      barrier.wait(team);  // every unit's gate gradients at step t are written
+      state_gradient(t, s.first, s.last);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // LSTM (the arguments and the variants: see LstmForward above)
 // ---------------------------------------------------------------------------------------------
@@ -482,12 +550,10 @@ void lstm_forward(const LstmForward<T>& a) {
       for (int64_t g = 0; g < 4; ++g)  // z += h_{t-1} W_hh^T, these units' columns
         panel_range<T>(B, G, P, h_prev, a.w_hh_t, true, z, g * unit_panels + q0,
                        g * unit_panels + q1);
-      for (int64_t b = 0; b < B; ++b) pointwise(b);
     } else {
       step_gemm<T>(B, G, P, h_prev, a.w_hh_t, true, z);  // z += h_{t-1} W_hh^T
-#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
-      for (int64_t b = 0; b < B; ++b) pointwise(b);
     }
+    each_row(B, H, by_units, pointwise);
     if (a.w_hr_t) step_gemm<T>(B, P, H, a.h_raw, a.w_hr_t, false, h);  // h = h_raw W_hr^T
     if (m) {
       const int64_t p0 = a.w_hr_t ? 0 : u0, p1 = a.w_hr_t ? P : u1;
@@ -498,22 +564,7 @@ void lstm_forward(const LstmForward<T>& a) {
       }
     }
   };
-  if (!by_units) {
-    const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
-    for (int64_t t = 0; t < a.steps; ++t) step(t, 0, all);
-    return;
-  }
-  SpinBarrier barrier;
-#pragma omp parallel
-  {
-    // torch's team (as at::parallel_for): a num_threads clause would restart libgomp's threads.
-    const int team = omp_get_num_threads();
-    const PanelShare s = panel_share(unit_panels, omp_get_thread_num(), team);
-    for (int64_t t = 0; t < a.steps; ++t) {
-      step(t, s.first, s.last);
-      barrier.wait(team);
-    }
-  }
+  forward_loop<T>(a.steps, H, by_units ? unit_panels : 0, step);
 }
 
 // One row of the step's backward: dh (H, unprojected) and dc (H, in/out: dC_t -> dC_{t-1}),
@@ -628,12 +679,7 @@ void lstm_backward(const LstmBackward<T>& a) {
         }
       }
     };
-    if (by_units) {
-      for (int64_t b = 0; b < B; ++b) row(b);
-    } else {
-#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
-      for (int64_t b = 0; b < B; ++b) row(b);
-    }
+    each_row(B, H, by_units, row);
   };
   // dh_{t-1} = dz_t W_hh, columns (panels) [q0, q1), then the skipped rows' gradient back in.
   auto state_gradient = [&](int64_t t, int64_t q0, int64_t q1) {
@@ -651,26 +697,7 @@ void lstm_backward(const LstmBackward<T>& a) {
       }
     }
   };
-  if (!by_units) {
-    const int64_t all = (P + kPanel<T> - 1) / kPanel<T>;
-    for (int64_t t = a.steps - 1; t >= 0; --t) {
-      gate_gradients(t, 0, H);
-      state_gradient(t, 0, all);
-    }
-    return;
-  }
-  SpinBarrier barrier;
-#pragma omp parallel
-  {
-    const int team = omp_get_num_threads();
-    const PanelShare s = panel_share(unit_panels, omp_get_thread_num(), team);
-    const int64_t u0 = std::min(H, s.first * kPanel<T>), u1 = std::min(H, s.last * kPanel<T>);
-    for (int64_t t = a.steps - 1; t >= 0; --t) {
-      gate_gradients(t, u0, u1);
-      barrier.wait(team);  // every unit's dz_t is written
-      state_gradient(t, s.first, s.last);
-    }
-  }
+  backward_loop<T>(a.steps, H, P, by_units ? unit_panels : 0, gate_gradients, state_gradient);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -732,28 +759,9 @@ void gru_forward(const GruForward<T>& a) {
       if (m && !m[b])
         for (int64_t j = u0; j < u1; ++j) h[b * H + j] = h_prev[b * H + j];
     };
-    if (by_units) {
-      for (int64_t b = 0; b < B; ++b) row(b);
-    } else {
-#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
-      for (int64_t b = 0; b < B; ++b) row(b);
-    }
+    each_row(B, H, by_units, row);
   };
-  if (!by_units) {
-    const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
-    for (int64_t t = 0; t < a.steps; ++t) step(t, 0, all);
-    return;
-  }
-  SpinBarrier barrier;
-#pragma omp parallel
-  {
-    const int team = omp_get_num_threads();
-    const PanelShare s = panel_share(unit_panels, omp_get_thread_num(), team);
-    for (int64_t t = 0; t < a.steps; ++t) {
-      step(t, s.first, s.last);
-      barrier.wait(team);  // every unit of h_t is written
-    }
-  }
+  forward_loop<T>(a.steps, H, by_units ? unit_panels : 0, step);
 }
 
 // One row of the GRU step's backward (see lstm/bptt.py), units [0, n) with gate blocks `H` apart
@@ -822,12 +830,7 @@ void gru_backward(const GruBackward<T>& a) {
         gru_pointwise_backward<T, false>(u1 - u0, H, real, gates + q, h_prev + o, ghn + o,
                                          dh + o, nullptr, dgx + q, dgh + q, a.dh_next + o);
     };
-    if (by_units) {
-      for (int64_t b = 0; b < B; ++b) row(b);
-    } else {
-#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
-      for (int64_t b = 0; b < B; ++b) row(b);
-    }
+    each_row(B, H, by_units, row);
   };
   // dh_{t-1} = d_gh W_hh + (direct path), columns (panels) [q0, q1).
   auto state_gradient = [&](int64_t t, int64_t q0, int64_t q1) {
@@ -840,26 +843,7 @@ void gru_backward(const GruBackward<T>& a) {
     else
       step_gemm<T>(B, H, G, dgh, a.w_hh, true, dh);
   };
-  if (!by_units) {
-    const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
-    for (int64_t t = a.steps - 1; t >= 0; --t) {
-      gate_gradients(t, 0, H);
-      state_gradient(t, 0, all);
-    }
-    return;
-  }
-  SpinBarrier barrier;
-#pragma omp parallel
-  {
-    const int team = omp_get_num_threads();
-    const PanelShare s = panel_share(unit_panels, omp_get_thread_num(), team);
-    const int64_t u0 = std::min(H, s.first * kPanel<T>), u1 = std::min(H, s.last * kPanel<T>);
-    for (int64_t t = a.steps - 1; t >= 0; --t) {
-      gate_gradients(t, u0, u1);
-      barrier.wait(team);  // every unit's d_gh is written
-      state_gradient(t, s.first, s.last);
-    }
-  }
+  backward_loop<T>(a.steps, H, H, by_units ? unit_panels : 0, gate_gradients, state_gradient);
 }
 
 // ---------------------------------------------------------------------------------------------
