@@ -197,9 +197,9 @@ def test_lstm_gradients_match_handwritten_bptt(T, B, I, H, P, bias, ragged):
 def test_threaded_steps_give_the_same_bits_as_one_thread(cell, B):
     """Each thread owns whole columns of the step's product (and, at B=32, whole rows of the
     pointwise pass) and sums over k in the same order as one thread does, so the thread count
-    changes nothing, forward or backward. At B=1 the LSTM splits the hidden units instead (in
-    the forward each thread runs its units' columns in all four gates, then their gate
-    arithmetic; in the backward their gate gradients, then their columns of dh_{t-1};
+    changes nothing, forward or backward. At B=1 the LSTM and the GRU split the hidden units
+    instead (in the forward each thread runs its units' columns in every gate block, then their
+    gate arithmetic; in the backward their gate gradients, then their columns of dh_{t-1};
     experiments 12 and 14), which must give the same bits too."""
     make = {"lstm": _lstm_args, "gru": _gru_args, "rnn": _rnn_args}[cell]
     args = make(6, B, 8, 128, ragged=True, seed=5)

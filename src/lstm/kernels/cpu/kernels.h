@@ -133,23 +133,14 @@ inline bool rows_in_parallel(int64_t B, int64_t H) {
   return B > 1 && B * H >= minimum && !omp_in_parallel() && omp_get_max_threads() > 1;
 }
 
-// Whether the LSTM's threads split the hidden units for the whole time loop (one parallel region
-// a call, one SpinBarrier a step; experiments 12 and 14, docs/performance.md): from
-// LSTM_CPU_UNITS_MIN multiply-adds a step (default 8192: B=1, H=64 has 16384). Below it, one
-// thread runs the loop.
+// The minimum work for the threads to split the hidden units of a time loop (see split_panels):
+// LSTM_CPU_UNITS_MIN multiply-adds a step (default 8192: B=1, H=64 has 16384 in the LSTM).
 inline int64_t units_minimum() {
   static const int64_t minimum = [] {
     const char* v = std::getenv("LSTM_CPU_UNITS_MIN");
     return v ? std::atoll(v) : int64_t(8192);
   }();
   return minimum;
-}
-
-// How many threads split the hidden units of a time loop whose steps do `macs` multiply-adds
-// over `blocks` tiles of units (see units_minimum); one inside another parallel region.
-inline int unit_threads(int64_t macs, int64_t blocks) {
-  if (macs < units_minimum() || blocks < 2 || omp_in_parallel()) return 1;
-  return (int)std::min<int64_t>(omp_get_max_threads(), blocks);
 }
 
 // The per-step products read their weights in panels of kPanel<T> columns (64 bytes: two AVX
@@ -411,6 +402,21 @@ inline void step_gemm(int64_t M, int64_t N, int64_t K, const T* A, const T* pane
   }
 }
 
+// Whether the threads split the hidden units of a time loop (experiments 12 and 14,
+// docs/performance.md), for the LSTM and the GRU alike: the number of panels of units they split
+// (H / kPanel), or 0 for no split. Where the rows' pass would run on one thread (B * H below
+// rows_in_parallel's minimum), from units_minimum() multiply-adds a step (`macs`), with at least
+// two tiles of units to share, whole panels per gate block (H a multiple of kPanel), no
+// projection, and not inside another parallel region. LSTM_CPU_BY_UNITS=0 turns it off.
+template <typename T>
+inline int64_t split_panels(int64_t B, int64_t H, int64_t macs, bool projected) {
+  const int64_t panels = H / kPanel<T>;
+  const bool split = by_units_enabled() && !projected && H % kPanel<T> == 0 &&
+                     !rows_in_parallel(B, H) && macs >= units_minimum() &&
+                     panel_tiles(panels) >= 2 && !omp_in_parallel() && omp_get_max_threads() > 1;
+  return split ? panels : 0;
+}
+
 // The rows of a step's pointwise pass: on this thread when the units are split (each thread runs
 // its own units of every row), else over the team where rows_in_parallel says so.
 template <typename Row>
@@ -514,16 +520,10 @@ inline void lstm_pointwise_forward(int64_t n, int64_t stride, T* __restrict z,
 template <typename T>
 void lstm_forward(const LstmForward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
-  // When the rows' gate arithmetic would run on one thread (B * H below rows_in_parallel's
-  // minimum), the threads split the hidden units instead: each multiplies the panels of its
-  // units in all four gate blocks and runs those units' arithmetic, for the whole time loop in
-  // one parallel region, with one SpinBarrier a step (the next step needs every unit of h).
-  // Needs whole panels per gate block (H a multiple of kPanel) and no projection. (Experiments
-  // 12 and 14, docs/performance.md. LSTM_CPU_BY_UNITS=0 turns it off.)
-  const int64_t unit_panels = H / kPanel<T>;
-  const bool by_units = by_units_enabled() && !a.w_hr_t && H % kPanel<T> == 0 &&
-                        !rows_in_parallel(B, H) &&
-                        unit_threads(B * G * P, panel_tiles(unit_panels)) > 1;
+  // Where split_panels says so, each thread multiplies the panels of its units in all four gate
+  // blocks and runs those units' arithmetic, for the whole loop (forward_loop).
+  const int64_t unit_panels = split_panels<T>(B, H, B * G * P, a.w_hr_t != nullptr);
+  const bool by_units = unit_panels > 0;
   // Step t for rows [0, B), units [u0, u1): the product's columns of those units in the four
   // gate blocks (panels [q0, q1) of each), the gate arithmetic, the padding mask.
   auto step = [&](int64_t t, int64_t q0, int64_t q1) {
@@ -564,7 +564,7 @@ void lstm_forward(const LstmForward<T>& a) {
       }
     }
   };
-  forward_loop<T>(a.steps, H, by_units ? unit_panels : 0, step);
+  forward_loop<T>(a.steps, H, unit_panels, step);
 }
 
 // One row of the step's backward: dh (H, unprojected) and dc (H, in/out: dC_t -> dC_{t-1}),
@@ -606,14 +606,9 @@ void lstm_backward(const LstmBackward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
   T* dh = a.dh;  // (B, P) gradient arriving at h_t
   T* dc = a.dc;  // (B, H) gradient arriving at C_t
-  // As in the forward: where the rows' pass would run on one thread, the threads split the
-  // hidden units for the whole loop. A unit's gate gradients need only its own dh and dC, and
-  // the product dh_{t-1} = dz W_hh gives each thread the columns of its own units; only that
-  // product reads every unit's dz, so one SpinBarrier a step, between the two.
-  const int64_t unit_panels = H / kPanel<T>;
-  const bool by_units = by_units_enabled() && !a.w_hr && H % kPanel<T> == 0 &&
-                        !rows_in_parallel(B, H) &&
-                        unit_threads(B * G * P, panel_tiles(unit_panels)) > 1;
+  // Units split as in the forward (split_panels; the barrier's place: backward_loop).
+  const int64_t unit_panels = split_panels<T>(B, H, B * G * P, a.w_hr != nullptr);
+  const bool by_units = unit_panels > 0;
   // Step t's gate gradients for rows [0, B), units [u0, u1) (and, with a projection, dh's
   // columns [0, P)): the arriving gradients, the mask, the pointwise pass.
   auto gate_gradients = [&](int64_t t, int64_t u0, int64_t u1) {
@@ -697,7 +692,7 @@ void lstm_backward(const LstmBackward<T>& a) {
       }
     }
   };
-  backward_loop<T>(a.steps, H, P, by_units ? unit_panels : 0, gate_gradients, state_gradient);
+  backward_loop<T>(a.steps, H, P, unit_panels, gate_gradients, state_gradient);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -725,12 +720,10 @@ inline void gru_pointwise_forward(int64_t n_units, int64_t H, T* __restrict gx,
 template <typename T>
 void gru_forward(const GruForward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, G = 3 * H;
-  // As the LSTM's: where the rows' pass would run on one thread, the threads split the hidden
-  // units (their columns in the three gate blocks, then their gate arithmetic) for the whole
-  // loop, one SpinBarrier a step (experiment 14, docs/performance.md).
-  const int64_t unit_panels = H / kPanel<T>;
-  const bool by_units = by_units_enabled() && H % kPanel<T> == 0 && !rows_in_parallel(B, H) &&
-                        unit_threads(B * G * H, panel_tiles(unit_panels)) > 1;
+  // Where split_panels says so, each thread runs its units' columns in the three gate blocks
+  // and their gate arithmetic, for the whole loop (forward_loop).
+  const int64_t unit_panels = split_panels<T>(B, H, B * G * H, false);
+  const bool by_units = unit_panels > 0;
   auto step = [&](int64_t t, int64_t q0, int64_t q1) {
     const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * H;
     T* gx = a.gates + t * B * G;
@@ -761,7 +754,7 @@ void gru_forward(const GruForward<T>& a) {
     };
     each_row(B, H, by_units, row);
   };
-  forward_loop<T>(a.steps, H, by_units ? unit_panels : 0, step);
+  forward_loop<T>(a.steps, H, unit_panels, step);
 }
 
 // One row of the GRU step's backward (see lstm/bptt.py), units [0, n) with gate blocks `H` apart
@@ -802,11 +795,9 @@ template <typename T>
 void gru_backward(const GruBackward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, G = 3 * H;
   T* dh = a.dh;
-  // Units split as in the forward: a unit's gate gradients need its own dh only; the product
-  // dh_{t-1} = d_gh W_hh reads every unit's d_gh, so one SpinBarrier a step, between the two.
-  const int64_t unit_panels = H / kPanel<T>;
-  const bool by_units = by_units_enabled() && H % kPanel<T> == 0 && !rows_in_parallel(B, H) &&
-                        unit_threads(B * G * H, panel_tiles(unit_panels)) > 1;
+  // Units split as in the forward (split_panels; the barrier's place: backward_loop).
+  const int64_t unit_panels = split_panels<T>(B, H, B * G * H, false);
+  const bool by_units = unit_panels > 0;
   auto gate_gradients = [&](int64_t t, int64_t u0, int64_t u1) {
     if (a.grad_h) {
       const T* g = a.grad_h + t * B * H;
@@ -843,7 +834,7 @@ void gru_backward(const GruBackward<T>& a) {
     else
       step_gemm<T>(B, H, G, dgh, a.w_hh, true, dh);
   };
-  backward_loop<T>(a.steps, H, H, by_units ? unit_panels : 0, gate_gradients, state_gradient);
+  backward_loop<T>(a.steps, H, H, unit_panels, gate_gradients, state_gradient);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,9 +27,9 @@
 namespace lstmk {
 
 // A barrier for the threads of one parallel region that spins instead of sleeping (here, before
-// the target pragmas below, so that it is compiled once, for any CPU): about 70 ns
-// a crossing on two cores here, against 250-300 for `#pragma omp barrier` and 430 for a fork and
-// join (experiment 14). After kSpins tries it yields the core, so a team larger than the cores
+// the target pragmas below, so that it is compiled once, for any CPU): about 70 ns a crossing
+// on two cores here, against 250-300 for `#pragma omp barrier` and 415-435 for a fork and join
+// (benchmarks/omp_barrier.cpp; experiment 14). After kSpins tries it yields the core, so a team larger than the cores
 // free still makes progress. Every thread of the team calls wait(team) the same number of times.
 class SpinBarrier {
  public:
