@@ -87,6 +87,17 @@ ROWS = {
         )
         for suffix, label, seed in [("", "", "")]
         + [(f"-s{k}", f", seed {k}", f" --seed {k}") for k in (1, 2, 3)]
+        + [(f"-s{k}", f", seed {k}", f" --seed {k} --no-baseline") for k in (4, 5)]
+    },
+    # the same recipe with the GRU (2026-11-25, later): members of a more diverse ensemble
+    **{
+        f"imdb-gru-e6-ht-s{k}": (
+            "imdb",
+            f"GRU, 6 epochs, each review's first 100 and last 300 words, seed {k}",
+            f"--cell gru {SCRATCH} --epochs 6 --schedule constant --keep-head 100 --seed {k}"
+            + (" --no-baseline" if k == 2 else ""),
+        )
+        for k in (0, 1, 2)
     },
     "imdb-lstm-e6-ht800": (
         "imdb",
@@ -113,6 +124,15 @@ ROWS = {
             f"--finetune runs/imdb-lstm-e6-ht{suffix}",
         )
         for suffix in ["", "-s1", "-s2", "-s3"]
+    },
+    **{
+        f"rt-{cell}-ft-imdb-ht-s{k}": (
+            "rt",
+            f"{CELLS[cell]} fine-tuned from the IMDB classifier `imdb-{cell}-e6-ht-s{k}`",
+            f"--cell {cell} {SCRATCH} --epochs 4 --lr 2e-3 --schedule constant "
+            f"--finetune runs/imdb-{cell}-e6-ht-s{k} --no-baseline",
+        )
+        for cell, k in [("lstm", 4), ("lstm", 5), ("gru", 0), ("gru", 1), ("gru", 2)]
     },
     # language models pre-trained for 25 minutes per direction on a faster machine than
     # rt-lstm-pretrained's 20; then the same classifier started from them with ULMFiT's
@@ -153,6 +173,24 @@ ENSEMBLES: dict[str, tuple[str, str, list[str]]] = {
             "imdb-lstm-e6",
         ],
     ),
+    "imdb-ensemble-ht6": (
+        "imdb",
+        "ensemble: mean probabilities of the six `imdb-lstm-e6-ht*` seeds",
+        ["imdb-lstm-e6-ht"] + [f"imdb-lstm-e6-ht-s{k}" for k in range(1, 6)],
+    ),
+    "imdb-ensemble-9": (
+        "imdb",
+        "ensemble: the nine LSTMs (`imdb-ensemble-7`'s and seeds 4 and 5)",
+        ["imdb-lstm-e6-ht"] + [f"imdb-lstm-e6-ht-s{k}" for k in range(1, 6)]
+        + ["imdb-lstm-e6-ht800", "imdb-lstm-e512-ht", "imdb-lstm-e6"],
+    ),
+    "imdb-ensemble-12": (
+        "imdb",
+        "ensemble: the nine LSTMs and the three GRUs",
+        ["imdb-lstm-e6-ht"] + [f"imdb-lstm-e6-ht-s{k}" for k in range(1, 6)]
+        + ["imdb-lstm-e6-ht800", "imdb-lstm-e512-ht", "imdb-lstm-e6"]
+        + [f"imdb-gru-e6-ht-s{k}" for k in range(3)],
+    ),
     "rt-ensemble-ft-imdb-ht": (
         "rt",
         "ensemble: mean probabilities of the four `rt-lstm-ft-imdb-ht*`",
@@ -162,6 +200,17 @@ ENSEMBLES: dict[str, tuple[str, str, list[str]]] = {
             "rt-lstm-ft-imdb-ht-s2",
             "rt-lstm-ft-imdb-ht-s3",
         ],
+    ),
+    "rt-ensemble-ft-imdb-ht6": (
+        "rt",
+        "ensemble: mean probabilities of the six `rt-lstm-ft-imdb-ht*`",
+        ["rt-lstm-ft-imdb-ht"] + [f"rt-lstm-ft-imdb-ht-s{k}" for k in range(1, 6)],
+    ),
+    "rt-ensemble-ft-imdb-9": (
+        "rt",
+        "ensemble: the six LSTMs and the three `rt-gru-ft-imdb-ht*`",
+        ["rt-lstm-ft-imdb-ht"] + [f"rt-lstm-ft-imdb-ht-s{k}" for k in range(1, 6)]
+        + [f"rt-gru-ft-imdb-ht-s{k}" for k in range(3)],
     ),
 }
 
