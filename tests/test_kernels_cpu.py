@@ -435,12 +435,14 @@ def _copies_and_libraries():
 def test_every_copy_of_the_loops_and_gemm_library_matches_float64(isa, gemm):
     """The AVX-512 copy tiles two panels at a time and sends float32's big GEMMs to oneDNN; the
     AVX2 and portable copies tile one panel and use MKL. Each is checked where this CPU runs it
-    (LSTM_CPU_ISA caps the copy, LSTM_CPU_GEMM forces the library)."""
+    (LSTM_CPU_ISA caps the copy, LSTM_CPU_GEMM forces the library, and LSTM_CPU_ONEDNN_MIN=0
+    sends these small products to oneDNN too: by default those under 2^22 multiply-adds go to
+    MKL)."""
     import os
     import subprocess
     import sys
 
-    env = dict(os.environ, LSTM_CPU_ISA=isa, LSTM_CPU_GEMM=gemm)
+    env = dict(os.environ, LSTM_CPU_ISA=isa, LSTM_CPU_GEMM=gemm, LSTM_CPU_ONEDNN_MIN="0")
     run = subprocess.run([sys.executable, "-c", _EVERY_COPY_SCRIPT], env=env, text=True,
                          capture_output=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]

@@ -231,13 +231,26 @@ static MatmulFn onednn_matmul() {
 
 std::string gemm_library() { return onednn_matmul() ? "onednn" : "mkl"; }
 
-static bool by_onednn(const at::Tensor& a, const at::Tensor& b) {
-  return onednn_matmul() && a.scalar_type() == at::kFloat && a.numel() > 0 && b.numel() > 0;
+// The least multiply-adds a product needs to go to oneDNN (LSTM_CPU_ONEDNN_MIN, read on every
+// call so that one process can time both; default 2^22). Each call of mkldnn_matmul builds its
+// memory descriptors and looks up its primitive, about 10 us that MKL does not spend: a T=1,
+// B=1, H=64 training call (four tiny products) took 72 us through oneDNN and 25 through MKL,
+// a T=100 one 176 against 149 (1.6M multiply-adds each), while at T=1000 (16M) oneDNN's
+// faster code wins: 928 against 1190 us (experiment 16, docs/performance.md).
+static int64_t onednn_min_macs() {
+  const char* v = std::getenv("LSTM_CPU_ONEDNN_MIN");
+  return v ? std::atoll(v) : int64_t(1) << 22;
+}
+
+// Whether a (M, K) @ (K, N) product of a's dtype goes to oneDNN.
+static bool by_onednn(const at::Tensor& a, int64_t M, int64_t K, int64_t N) {
+  return onednn_matmul() && a.scalar_type() == at::kFloat && M * K * N > 0 &&
+         M * K * N >= onednn_min_macs();
 }
 
 // c (M, N) += a (M, K) @ b (K, N), any strides.
 static void big_gemm_add(const at::Tensor& c, const at::Tensor& a, const at::Tensor& b) {
-  if (by_onednn(a, b))
+  if (by_onednn(a, a.size(0), a.size(1), b.size(1)))
     onednn_matmul()(a, b, c, 1.0f, 1.0f);
   else
     c.addmm_(a, b);
@@ -245,7 +258,7 @@ static void big_gemm_add(const at::Tensor& c, const at::Tensor& a, const at::Ten
 
 // a (M, K) @ b (K, N), any strides: a new (M, N) tensor.
 static at::Tensor big_gemm(const at::Tensor& a, const at::Tensor& b) {
-  if (!by_onednn(a, b)) return at::mm(a, b);
+  if (!by_onednn(a, a.size(0), a.size(1), b.size(1))) return at::mm(a, b);
   at::Tensor c = at::empty({a.size(0), b.size(1)}, a.options());
   onednn_matmul()(a, b, c, 0.0f, 1.0f);
   return c;
@@ -255,7 +268,7 @@ static at::Tensor big_gemm(const at::Tensor& a, const at::Tensor& b) {
 // GEMM.
 static void project_into(at::Tensor& out, const at::Tensor& x2, const at::Tensor& w,
                          const OptTensor& b) {
-  if (by_onednn(x2, w)) {
+  if (by_onednn(x2, x2.size(0), x2.size(1), w.size(0))) {
     if (has(b))
       out.copy_(b->expand_as(out));
     else
