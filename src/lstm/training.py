@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -233,7 +234,20 @@ def init_distributed() -> tuple[int, int]:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend)
+    atexit.register(_leave_process_group)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _leave_process_group() -> None:
+    """At exit, every rank waits for the others, then leaves the group. A rank other than 0 ends
+    as soon as training does, while rank 0 still evaluates and writes; leaving then, without a
+    barrier or destroy_process_group, killed about one 2-process run in ten with "terminate
+    called without an active exception" (exit -6) and so took rank 0 down with it."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def _world() -> tuple[int, int]:
