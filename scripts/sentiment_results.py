@@ -153,6 +153,11 @@ ROWS = {
 }
 
 
+# The head-and-tail seeds (0 unnamed, 1-5) and every IMDB LSTM that pools by concatenation.
+IMDB_HT_SEEDS = ["imdb-lstm-e6-ht", *(f"imdb-lstm-e6-ht-s{k}" for k in range(1, 6))]
+IMDB_LSTMS = [*IMDB_HT_SEEDS, "imdb-lstm-e6-ht800", "imdb-lstm-e512-ht", "imdb-lstm-e6"]
+RT_HT_SEEDS = ["rt-lstm-ft-imdb-ht", *(f"rt-lstm-ft-imdb-ht-s{k}" for k in range(1, 6))]
+
 # name -> (data set, method label, the rows whose classifiers are averaged)
 ENSEMBLES: dict[str, tuple[str, str, list[str]]] = {
     "imdb-ensemble-ht": (
@@ -176,20 +181,17 @@ ENSEMBLES: dict[str, tuple[str, str, list[str]]] = {
     "imdb-ensemble-ht6": (
         "imdb",
         "ensemble: mean probabilities of the six `imdb-lstm-e6-ht*` seeds",
-        ["imdb-lstm-e6-ht"] + [f"imdb-lstm-e6-ht-s{k}" for k in range(1, 6)],
+        IMDB_HT_SEEDS,
     ),
     "imdb-ensemble-9": (
         "imdb",
         "ensemble: the nine LSTMs (`imdb-ensemble-7`'s and seeds 4 and 5)",
-        ["imdb-lstm-e6-ht"] + [f"imdb-lstm-e6-ht-s{k}" for k in range(1, 6)]
-        + ["imdb-lstm-e6-ht800", "imdb-lstm-e512-ht", "imdb-lstm-e6"],
+        IMDB_LSTMS,
     ),
     "imdb-ensemble-12": (
         "imdb",
         "ensemble: the nine LSTMs and the three GRUs",
-        ["imdb-lstm-e6-ht"] + [f"imdb-lstm-e6-ht-s{k}" for k in range(1, 6)]
-        + ["imdb-lstm-e6-ht800", "imdb-lstm-e512-ht", "imdb-lstm-e6"]
-        + [f"imdb-gru-e6-ht-s{k}" for k in range(3)],
+        [*IMDB_LSTMS, *(f"imdb-gru-e6-ht-s{k}" for k in range(3))],
     ),
     "rt-ensemble-ft-imdb-ht": (
         "rt",
@@ -204,13 +206,12 @@ ENSEMBLES: dict[str, tuple[str, str, list[str]]] = {
     "rt-ensemble-ft-imdb-ht6": (
         "rt",
         "ensemble: mean probabilities of the six `rt-lstm-ft-imdb-ht*`",
-        ["rt-lstm-ft-imdb-ht"] + [f"rt-lstm-ft-imdb-ht-s{k}" for k in range(1, 6)],
+        RT_HT_SEEDS,
     ),
     "rt-ensemble-ft-imdb-9": (
         "rt",
         "ensemble: the six LSTMs and the three `rt-gru-ft-imdb-ht*`",
-        ["rt-lstm-ft-imdb-ht"] + [f"rt-lstm-ft-imdb-ht-s{k}" for k in range(1, 6)]
-        + [f"rt-gru-ft-imdb-ht-s{k}" for k in range(3)],
+        [*RT_HT_SEEDS, *(f"rt-gru-ft-imdb-ht-s{k}" for k in range(3))],
     ),
 }
 
