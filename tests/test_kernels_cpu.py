@@ -193,6 +193,35 @@ def test_lstm_gradients_match_handwritten_bptt(T, B, I, H, P, bias, ragged):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_both_ways_of_the_recurrent_weight_gradient_agree(cell, monkeypatch):
+    """dW_hh = sum_t d_pre[t]^T h_{t-1}: one product over a copied block of h_{t-1} up to
+    LSTM_CPU_HPREV_MAX elements, else two products without a copy (step 0, then the rest).
+    Both against lstm.bptt, with ragged lengths and a projection for the LSTM."""
+    if cell == "lstm":
+        fns, args = (cpu.lstm, bptt.lstm_sequence), _lstm_args(7, 3, 5, 6, 4, ragged=True, seed=5)
+    elif cell == "gru":
+        fns, args = (cpu.gru, bptt.gru_sequence), _gru_args(7, 3, 5, 6, ragged=True, seed=5)
+    else:
+        fns, args = (cpu.rnn, bptt.rnn_sequence), _rnn_args(7, 3, 5, 6, ragged=True, seed=5)
+    grads = {}
+    for limit in ("0", str(1 << 20), None):
+        if limit is None:
+            fn = fns[1]
+        else:
+            monkeypatch.setenv("LSTM_CPU_HPREV_MAX", limit)
+            fn = fns[0]
+        inputs = _grad_inputs(args)
+        outs = fn(*inputs)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        torch.manual_seed(9)
+        sum((o * torch.randn_like(o)).sum() for o in outs).backward()
+        grads[limit] = [a.grad for a in inputs if a is not None and a.is_floating_point()]
+    for split, copied, ref in zip(*grads.values()):
+        torch.testing.assert_close(split, ref, rtol=0, atol=1e-10)
+        torch.testing.assert_close(copied, ref, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("B", [1, 32])
 def test_threaded_steps_give_the_same_bits_as_one_thread(cell, B):
     """Each thread owns whole columns of the step's product (and, at B=32, whole rows of the
