@@ -292,8 +292,8 @@ static at::Tensor input_projection(const at::Tensor& x, const at::Tensor& w, con
 // dW_hh = sum_t d_pre[t]^T h_prev[t] with h_prev = (h0, h_all[0], ..., h_all[T-2]). Up to
 // LSTM_CPU_HPREV_MAX elements (read on every call; default 2^20, 4 MB of float32) h_prev is
 // copied into one block for one product; above it, no copy and two products (step 0, then the
-// rest). The copy won at every shape timed (experiment 19, docs/performance.md: T=100, B=1,
-// H=64 training 0.309 -> 0.269 ms), where the second product was a rank-B update of its own.
+// rest). The copy won or tied at every shape timed (experiment 19, docs/performance.md: T=100,
+// B=1, H=64 training 0.309 -> 0.269 ms): step 0's product was a rank-B update of its own.
 static at::Tensor grad_recurrent_weight(const at::Tensor& d_pre, const at::Tensor& h0,
                                         const at::Tensor& h_all) {
   const int64_t T = d_pre.size(0), B = d_pre.size(1), G = d_pre.size(2), P = h0.size(1);
