@@ -18,8 +18,8 @@ import torch
 import lstm
 from benchmarks.common import interleaved, machine, print_table, write_json
 
-COLUMNS = [("cell", "cell", "s"), ("mode", "mode", "s"), ("T", "T", "d"), ("B", "B", "d"), ("H", "H", "d"),
-           ("variant", "variant", "s"), ("median_ms", "median ms", ".3f"),
+COLUMNS = [("cell", "cell", "s"), ("mode", "mode", "s"), ("T", "T", "d"), ("B", "B", "d"),
+           ("H", "H", "d"), ("variant", "variant", "s"), ("median_ms", "median ms", ".3f"),
            ("rounds", "rounds", "d")]  # fmt: skip
 
 

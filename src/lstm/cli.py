@@ -551,7 +551,11 @@ def main(argv: list[str] | None = None) -> int:
             missing = "TASK" if args.command == "train" else "COMMAND"
             choices = TRAIN_TASKS if args.command == "train" else {**COMMANDS, "train": 0}
             raise UsageError(f"give a {missing}: one of {', '.join(choices)} (see `lstm --help`)")
-        return int(args.run(args) or 0)
+        status = int(args.run(args) or 0)
+        from lstm.training import finish_distributed  # under torchrun: the ranks leave together
+
+        finish_distributed()
+        return status
     except (UsageError, TextFileError, CheckpointError) as e:
         if debug:
             raise

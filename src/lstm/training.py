@@ -26,7 +26,8 @@ state to carry into the next batch or ``None``, and how many items the mean is o
   continues exactly where the run stopped: on CPU its losses equal the uninterrupted run's;
 - data-parallel under ``torchrun``: call :func:`init_distributed` first and give each process its
   own shard of every global batch (e.g. ``StreamBatches(..., shard=(rank, world))``); gradients
-  are averaged by DistributedDataParallel, and rank 0 alone logs, plots and checkpoints.
+  are averaged by DistributedDataParallel, and rank 0 alone logs, plots and checkpoints; every
+  rank calls :func:`finish_distributed` when its work is done.
 
 Example::
 
@@ -35,7 +36,6 @@ Example::
 
 from __future__ import annotations
 
-import atexit
 import json
 import math
 import os
@@ -59,6 +59,7 @@ __all__ = [
     "TrainConfig",
     "detach_state",
     "evaluate_loss",
+    "finish_distributed",
     "fit",
     "group_lr_scale",
     "init_distributed",
@@ -234,15 +235,17 @@ def init_distributed() -> tuple[int, int]:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend)
-    atexit.register(_leave_process_group)
     return dist.get_rank(), dist.get_world_size()
 
 
-def _leave_process_group() -> None:
-    """At exit, every rank waits for the others, then leaves the group. A rank other than 0 ends
-    as soon as training does, while rank 0 still evaluates and writes; leaving then, without a
-    barrier or destroy_process_group, killed about one 2-process run in ten with "terminate
-    called without an active exception" (exit -6) and so took rank 0 down with it."""
+def finish_distributed() -> None:
+    """Leaves the process group that :func:`init_distributed` joined, once a run has ended well:
+    every rank waits at a barrier for the others, then destroys the group (nothing when none was
+    joined). A rank other than 0 ends as soon as training does, while rank 0 still evaluates and
+    writes; leaving then without a barrier or ``destroy_process_group`` killed about one 2-process
+    run in ten with "terminate called without an active exception" (exit -6), which took rank 0
+    down with it. ``lstm`` calls it after a command returns; not after an error, where a rank
+    still inside a collective would leave the others waiting at the barrier."""
     if dist.is_available() and dist.is_initialized():
         try:
             dist.barrier()

@@ -29,8 +29,9 @@ namespace lstmk {
 // A barrier for the threads of one parallel region that spins instead of sleeping (here, before
 // the target pragmas below, so that it is compiled once, for any CPU): about 70 ns a crossing
 // on two cores here, against 250-300 for `#pragma omp barrier` and 415-435 for a fork and join
-// (benchmarks/omp_barrier.cpp; experiment 14). After kSpins tries it yields the core, so a team larger than the cores
-// free still makes progress. Every thread of the team calls wait(team) the same number of times.
+// (benchmarks/omp_barrier.cpp; experiment 14). After kSpins tries it yields the core, so a team
+// larger than the cores free still makes progress. Every thread of the team calls wait(team) the
+// same number of times.
 class SpinBarrier {
  public:
   void wait(int team) {
@@ -484,17 +485,19 @@ std::vector<at::Tensor> lstm_backward(const OptTensor& grad_h_, const OptTensor&
 // GRU
 // ---------------------------------------------------------------------------------------------
 
-static void check_gru(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
-                      const at::Tensor& w_hh) {
+// x (T, B, I), h0 (B, H), w_ih (gates * H, I), w_hh (gates * H, H): one dtype, CPU. The GRU
+// (3 gates) and the plain RNN (1).
+static void check_cell(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih,
+                       const at::Tensor& w_hh, int64_t gates, const char* cell) {
   const auto dtype = x.scalar_type();
   check_tensor(x, "x", dtype, 3);
   check_tensor(h0, "h0", dtype, 2);
   check_tensor(w_ih, "w_ih", dtype, 2);
   check_tensor(w_hh, "w_hh", dtype, 2);
   const int64_t B = x.size(1), H = w_hh.size(1);
-  TORCH_CHECK(w_hh.size(0) == 3 * H && w_ih.size(0) == 3 * H && h0.size(1) == H &&
+  TORCH_CHECK(w_hh.size(0) == gates * H && w_ih.size(0) == gates * H && h0.size(1) == H &&
                   h0.size(0) == B && w_ih.size(1) == x.size(2),
-              "cpu backend: inconsistent GRU shapes");
+              "cpu backend: inconsistent ", cell, " shapes");
 }
 
 // Returns (h_all (T, B, H), gates (T, B, 3H), gh_n (T, B, H) if save).
@@ -503,7 +506,7 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& x_, const at::Tensor& h0_,
                                     const OptTensor& b_ih, const OptTensor& b_hh_,
                                     const OptTensor& mask, bool save) {
   const auto dtype = x_.scalar_type();
-  check_gru(x_, h0_, w_ih, w_hh);
+  check_cell(x_, h0_, w_ih, w_hh, 3, "GRU");
   const int64_t T = x_.size(0), B = x_.size(1), H = w_hh.size(1);
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor gates = input_projection(x, w_ih, b_ih).contiguous();  // (T, B, 3H)
@@ -533,7 +536,7 @@ at::Tensor gru_infer(const at::Tensor& x_, const at::Tensor& h0_, const at::Tens
                      const at::Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh_,
                      const OptTensor& mask, int64_t steps_per_chunk) {
   const auto dtype = x_.scalar_type();
-  check_gru(x_, h0_, w_ih, w_hh);
+  check_cell(x_, h0_, w_ih, w_hh, 3, "GRU");
   const int64_t T = x_.size(0), B = x_.size(1), I = x_.size(2), H = w_hh.size(1), G = 3 * H;
   const int64_t chunk = infer_chunk(T, B, G * (int64_t)x_.element_size(), steps_per_chunk);
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
@@ -616,15 +619,9 @@ at::Tensor rnn_forward(const at::Tensor& x_, const at::Tensor& h0_, const at::Te
                        const at::Tensor& w_hh, const OptTensor& bias, const OptTensor& mask,
                        const std::string& nonlinearity) {
   const auto dtype = x_.scalar_type();
-  check_tensor(x_, "x", dtype, 3);
-  check_tensor(h0_, "h0", dtype, 2);
-  check_tensor(w_ih, "w_ih", dtype, 2);
-  check_tensor(w_hh, "w_hh", dtype, 2);
+  check_cell(x_, h0_, w_ih, w_hh, 1, "RNN");
   const bool relu = is_relu(nonlinearity);
   const int64_t T = x_.size(0), B = x_.size(1), H = w_hh.size(1);
-  TORCH_CHECK(w_hh.size(0) == H && w_ih.size(0) == H && h0_.size(1) == H && h0_.size(0) == B &&
-                  w_ih.size(1) == x_.size(2),
-              "cpu backend: inconsistent RNN shapes");
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor pre = input_projection(x, w_ih, bias).contiguous();  // (T, B, H)
   at::Tensor w_hh_t = pack_panels(w_hh.t());
