@@ -28,4 +28,4 @@ exec .venv/bin/lstm train lm \
   --batch 16 --seq-len 64 --lr 6e-3 --schedule cosine --warmup 20 --clip 1.0 \
   --minutes "$MINUTES" --threads "$THREADS" \
   --eval-every 300 --eval-chars 30000 --checkpoint-every 500 \
-  --out "$OUT" "$@"
+  --dynamic --out "$OUT" "$@"

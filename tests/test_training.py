@@ -359,3 +359,69 @@ def test_parameter_groups_must_hold_each_parameter_once():
         with pytest.raises(ValueError) as info:
             fit(model, [torch.randn(2, 3)], loss_fn, config, param_groups=groups)
         assert message in str(info.value)
+
+
+def _linear_run(config: TrainConfig, out_dir=None, resume=False, loss_wrap=None):
+    """SGD on a linear model over 4 fixed batches; returns the model and the weights each step
+    started from."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    data = [(torch.randn(8, 3), torch.randn(8, 2)) for _ in range(4)]
+    after = []
+
+    def loss_fn(m, batch, state):
+        after.append(m.weight.detach().clone())  # the weights the previous step left
+        x, y = batch
+        return nn.functional.mse_loss(m(x), y), None, len(x)
+
+    fn = loss_wrap(loss_fn) if loss_wrap else loss_fn
+    fit(model, data, fn, config, out_dir=out_dir, resume=resume)
+    return model, after
+
+
+@pytest.mark.parametrize("average", ["swa", "ema"])
+def test_weight_averaging_ends_with_the_average_of_the_steps(average):
+    """``average="swa"`` ends with the mean of the weights after steps 4..10 of 10 (start 0.4:
+    the steps at or past 0.4 of the run, the 4th at 4/10); ``"ema"`` with their exponential
+    average, seeded by the first of them."""
+    base = dict(steps=10, lr=0.1, optimizer="sgd", schedule="constant", progress=False,
+                carry_state=False)  # fmt: skip
+    plain, seen = _linear_run(TrainConfig(**base))
+    trajectory = [*seen[1:], plain.weight.detach()]  # the weights after steps 1..10
+    assert len(trajectory) == 10
+    averaged, _ = _linear_run(TrainConfig(**base, average=average, average_start=0.4,
+                                          ema_decay=0.7))  # fmt: skip
+    kept = trajectory[3:]  # after steps 4..10: 4/10 >= 0.4
+    if average == "swa":
+        expected = torch.stack(kept).mean(0)
+    else:
+        expected = kept[0]
+        for w in kept[1:]:
+            expected = 0.7 * expected + 0.3 * w
+    torch.testing.assert_close(averaged.weight.detach(), expected, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(expected, plain.weight.detach(), atol=1e-4)
+
+
+def test_weight_averaging_resumes_exactly_and_checkpoints_the_average(tmp_path):
+    from lstm import checkpoint as ckpt
+
+    config = TrainConfig(steps=12, lr=0.1, optimizer="sgd", schedule="constant", progress=False,
+                         carry_state=False, average="swa", average_start=0.25,
+                         checkpoint_every=4)  # fmt: skip
+    straight, _ = _linear_run(config, tmp_path / "a")
+    with pytest.raises(Interrupt):  # killed after step 9 (checkpointed at 4 and 8)
+        _linear_run(config, tmp_path / "b", loss_wrap=lambda f: _interrupting(f, 10))
+    resumed, _ = _linear_run(config, tmp_path / "b", resume=True)
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name  # bitwise
+    weights, _ = ckpt.load_tensors(ckpt.find_checkpoint(tmp_path / "a/checkpoints") / ckpt.MODEL)
+    torch.testing.assert_close(weights["weight"], straight.weight.detach(), rtol=0, atol=0)
+
+
+def test_weight_averaging_options_are_checked():
+    with pytest.raises(ValueError, match="average should be one of"):
+        TrainConfig(steps=1, average="mean")
+    with pytest.raises(ValueError, match="average_start should be in"):
+        TrainConfig(steps=1, average="swa", average_start=1.0)
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(steps=1, average="ema", ema_decay=1.5)

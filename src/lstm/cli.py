@@ -108,6 +108,12 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight-decay", type=non_negative_float, default=0.0)
     g.add_argument("--clip", type=non_negative_float, default=1.0,
                    help="gradient-norm clipping (0: none)")  # fmt: skip
+    g.add_argument("--average", choices=["swa", "ema"],
+                   help="average the weights over the end of the run: swa (equal weights) or "
+                   "ema (exponential); evaluations and checkpoints use the average")  # fmt: skip
+    g.add_argument("--average-start", type=non_negative_float, default=0.5, metavar="FRACTION",
+                   help="fraction of the run before --average starts (default 0.5)")  # fmt: skip
+    g.add_argument("--ema-decay", type=positive_float, default=0.999)
     g.add_argument("--eval-every", type=positive_int, metavar="STEPS")
     g.add_argument("--patience", type=positive_int, help="early stopping after N evaluations")
     g.add_argument("--checkpoint-every", type=positive_int, metavar="STEPS")
@@ -135,6 +141,10 @@ def train_config_from(args: argparse.Namespace):
             )
     elif args.device != "cpu":
         raise UsageError(f"argument --device: should be cpu or cuda[:N], got {args.device!r}")
+    if not args.average_start < 1:
+        raise UsageError(f"argument --average-start: should be below 1, got {args.average_start}")
+    if not args.ema_decay < 1:
+        raise UsageError(f"argument --ema-decay: should be below 1, got {args.ema_decay}")
     return TrainConfig(
         steps=args.steps,
         epochs=args.epochs,
@@ -153,6 +163,9 @@ def train_config_from(args: argparse.Namespace):
         seed=args.seed,
         progress=not args.no_progress,
         device=args.device,
+        average=args.average,
+        average_start=args.average_start,
+        ema_decay=args.ema_decay,
     )
 
 
@@ -188,6 +201,11 @@ def _add_train_lm(p: argparse.ArgumentParser) -> None:
     s.add_argument("--samples", type=int, default=2, help="samples printed at the end")
     s.add_argument("--sample-length", type=positive_int, default=300)
     s.add_argument("--temperature", type=non_negative_float, default=0.8)
+    s.add_argument("--dynamic", action="store_true",
+                   help="also score the test part with dynamic evaluation (see `lstm evaluate "
+                   "--dynamic`)")  # fmt: skip
+    s.add_argument("--dynamic-lr", type=non_negative_float, default=0.3,
+                   help="its step size (default 0.3)")  # fmt: skip
     add_training_arguments(p)
 
 
@@ -206,6 +224,8 @@ def _run_train_lm(args: argparse.Namespace) -> int:
             f"argument --seq-len: {args.seq_len} is longer than the transformer's --context "
             f"{args.context}"
         )
+    if args.dynamic and args.cell == "transformer":
+        raise UsageError("argument --dynamic: for recurrent language models, not a Transformer")
     if args.threads:
         import torch
 
@@ -241,6 +261,7 @@ def _run_train_lm(args: argparse.Namespace) -> int:
         samples=max(0, args.samples),
         sample_length=args.sample_length,
         temperature=args.temperature,
+        dynamic_lr=args.dynamic_lr if args.dynamic else None,
     )
     if not summary:  # not rank 0
         return 0
@@ -258,6 +279,11 @@ def _run_train_lm(args: argparse.Namespace) -> int:
         f"characters: {summary['val_bpc']:.3f}; "
         f"test perplexity {summary['test_perplexity']:.2f} per token)"
     )
+    if summary["dynamic_evaluation"]:
+        d = summary["dynamic_evaluation"]
+        print(f"[lm] test with dynamic evaluation (one stream, a step of lr {d['lr']:g} after "
+              f"each {d['seq_len']} tokens, Krause et al. 2018): {d['bpc']:.3f} bits per "
+              f"{per} ({d['seconds']:.0f} s)")  # fmt: skip
     for k, text in enumerate(summary["samples"]):
         print(f"\n[lm] sample {k + 1} (temperature {args.temperature}):\n{text}")
     words = summary["next_words"]["The cat sat on the"]
@@ -335,6 +361,17 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=["train", "val", "test"], default="test",
                    help="without --text: which part of the run's data")  # fmt: skip
     p.add_argument("--seq-len", type=positive_int, default=256)
+    dyn = p.add_argument_group("language models: dynamic evaluation (Krause et al. 2018)")
+    dyn.add_argument("--dynamic", action="store_true",
+                     help="also score the text with dynamic evaluation: one stream, a gradient "
+                     "step on each segment after scoring it")  # fmt: skip
+    dyn.add_argument("--dynamic-lr", type=non_negative_float, default=0.3,
+                     help="SGD step size on each segment's mean loss (default 0.3)")  # fmt: skip
+    dyn.add_argument("--dynamic-decay", type=non_negative_float, default=0.0,
+                     help="pull toward the trained weights per segment, in [0, 1)")  # fmt: skip
+    dyn.add_argument("--dynamic-seq-len", type=positive_int, default=64, metavar="TOKENS",
+                     help="segment length (default 64)")  # fmt: skip
+    dyn.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -347,9 +384,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if getattr(args, "ensemble", None) and task != "sentiment":
         raise UsageError(f"argument --ensemble: for sentiment checkpoints; this one is {task!r}")
     if task in ("sentiment", "forecast", "speech"):
+        if args.dynamic:
+            raise UsageError(f"argument --dynamic: for language models; this one is {task!r}")
         return _task(task, "evaluate_checkpoint")(args)
+    if args.dynamic and not args.dynamic_decay < 1:
+        raise UsageError(f"argument --dynamic-decay: should be below 1, got {args.dynamic_decay}")
     from lstm.data.text import read_text_file
-    from lstm.models.language_model import evaluate_stream
+    from lstm.models.language_model import evaluate_dynamic, evaluate_stream
     from lstm.tasks.lm import load_lm_data
 
     model, vocab, meta = _load(args)
@@ -365,6 +406,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if len(encoded.ids) < 2:
         raise UsageError(f"{what} has fewer than 2 tokens: nothing to evaluate")
     if not getattr(model, "is_recurrent", True):
+        if args.dynamic:
+            raise UsageError("argument --dynamic: for recurrent language models, not a Transformer")
         args.seq_len = model.config.context
     rows = max(1, min(16, (len(encoded.ids) - 1) // 64))
     result = evaluate_stream(model, encoded.ids, rows, args.seq_len, chars=len(text))
@@ -378,6 +421,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         )
     print(f"  cross-entropy {result['loss']:.4f} nats/token, perplexity {result['perplexity']:.3f}")
     print(f"  bits per character {result['bpc']:.4f}")
+    if args.dynamic:
+        dynamic = evaluate_dynamic(model, encoded.ids, args.dynamic_seq_len, args.dynamic_lr,
+                                   args.dynamic_decay, chars=len(text),
+                                   progress=not args.no_progress)  # fmt: skip
+        print(f"  dynamic evaluation (one stream, a step of lr {args.dynamic_lr:g} after each "
+              f"{args.dynamic_seq_len} tokens, decay {args.dynamic_decay:g}): cross-entropy "
+              f"{dynamic['loss']:.4f} nats/token, bits per character {dynamic['bpc']:.4f}")  # fmt: skip
     return 0
 
 

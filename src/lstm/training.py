@@ -13,6 +13,11 @@ state to carry into the next batch or ``None``, and how many items the mean is o
   schedule's, and frozen for their first epochs if asked: ULMFiT's discriminative fine-tuning
   and gradual unfreezing (:func:`group_lr_scale`);
 - gradient-norm clipping (``clip_norm``); the norm before clipping is logged;
+- weight averaging (``average``): from ``average_start`` of the run on, after every step, the
+  mean of the weights so far (``"swa"``, stochastic weight averaging, Izmailov et al. 2018) or
+  their exponential moving average (``"ema"``), with ``torch.optim.swa_utils.AveragedModel``;
+  evaluations, the checkpoints' weights and the returned model are the averaged ones (the
+  training weights travel in the checkpoint too, so ``resume`` stays exact);
 - truncated BPTT: with ``carry_state`` the state returned for batch ``k`` is detached and passed
   into batch ``k+1`` (gradients stop at the batch boundary, the state does not); it starts from
   ``None`` at each epoch;
@@ -72,6 +77,7 @@ __all__ = [
 LossFn = Callable[[nn.Module, Any, Any], tuple[Tensor, Any, int]]
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "linear", "cosine")
+AVERAGES = (None, "swa", "ema")
 
 
 @dataclass
@@ -100,6 +106,9 @@ class TrainConfig(JsonConfig):
     seed: int = 0
     progress: bool = True
     device: str = "cpu"
+    average: str | None = None  # weight averaging: None | "swa" (equal weights) | "ema"
+    average_start: float = 0.5  # fraction of the run (steps or time) before averaging starts
+    ema_decay: float = 0.999  # "ema": average = decay * average + (1 - decay) * weights
 
     def __post_init__(self) -> None:
         if self.steps is None and self.epochs is None and self.minutes is None:
@@ -124,6 +133,13 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"clip_norm should be positive or None, got {self.clip_norm}")
         if self.log_every < 1 or self.keep_checkpoints < 1 or self.warmup_steps < 0:
             raise ValueError("log_every and keep_checkpoints should be >= 1, warmup_steps >= 0")
+        if self.average not in AVERAGES:
+            raise ValueError(f"average should be one of {', '.join(map(str, AVERAGES))}, got "
+                             f"{self.average!r}")  # fmt: skip
+        if not 0 <= self.average_start < 1:
+            raise ValueError(f"average_start should be in [0, 1), got {self.average_start}")
+        if not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay should be in (0, 1), got {self.ema_decay}")
         self.betas = tuple(self.betas)
 
 
@@ -342,6 +358,7 @@ class _Progress:
     best_val_loss: float | None = None
     evals_since_best: int = 0
     best_saved_loss: float | None = None  # validation loss of the checkpoint BEST points at
+    averaged: int = 0  # steps in the weight average
 
 
 def _gather_per_rank(tensors: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -370,6 +387,7 @@ def _save(
     extra: Mapping[str, Any],
     best: bool,
     device: torch.device,
+    averager: nn.Module | None = None,
 ) -> Path | None:
     rank, world = _world()
     mine = {f"rng.{k}": v for k, v in ckpt.get_rng_state().items()}
@@ -377,13 +395,18 @@ def _save(
     gathered = _gather_per_rank({**mine, **state_tensors}, device)
     if rank != 0:
         return None
+    weights = module.state_dict()
+    if averager is not None and progress.averaged:  # the averaged weights are the model's; the
+        raw = ckpt.state_dict_to_tensors(weights)  # training weights go where resume finds them
+        gathered.update({f"raw.{k}": v for k, v in raw.items()})
+        weights = averager.module.state_dict()
     opt_tensors, opt_meta = ckpt.optimizer_state_to_tensors(optimizer.state_dict())
     trainer_meta = {"state_structure": json.dumps(structure), "world_size": str(world)}
     return ckpt.write_checkpoint(
         root,
         f"step-{progress.step:08d}",
         tensors={
-            ckpt.MODEL: (ckpt.state_dict_to_tensors(module.state_dict()), None),
+            ckpt.MODEL: (ckpt.state_dict_to_tensors(weights), None),
             "optimizer.safetensors": (opt_tensors, opt_meta),
             "trainer.safetensors": (gathered, trainer_meta),
         },
@@ -401,7 +424,11 @@ def _save(
 
 
 def _restore(
-    path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+    path: Path,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    averager: nn.Module | None = None,
 ) -> tuple[_Progress, Any]:
     rank, world = _world()
     meta = ckpt.load_json(path / ckpt.CONFIG)
@@ -421,7 +448,15 @@ def _restore(
     ckpt.set_rng_state({k[4:]: v for k, v in mine.items() if k.startswith("rng.")})
     structure = json.loads(trainer_meta["state_structure"])
     state = ckpt.unflatten_state(mine, structure, device)
-    return _Progress(**meta["progress"]), state
+    progress = _Progress(**meta["progress"])
+    if progress.averaged:  # the model file holds the average, "raw." the training weights
+        if averager is None:
+            raise ValueError(f"checkpoint {str(path)!r} averages its weights: resume it with the "
+                             f"same average (TrainConfig.average)")  # fmt: skip
+        averager.module.load_state_dict(weights)
+        averager.n_averaged.fill_(progress.averaged)
+        module.load_state_dict({k[4:]: v for k, v in trainer.items() if k.startswith("raw.")})
+    return progress, state
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -495,6 +530,12 @@ def fit(
     params = [p for p in module.parameters() if p.requires_grad]
     groups = _check_groups(param_groups, params) if param_groups is not None else params
     optimizer = _make_optimizer(groups, config)
+    averager = None
+    if config.average is not None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = get_ema_multi_avg_fn(config.ema_decay) if config.average == "ema" else None
+        averager = AveragedModel(module, multi_avg_fn=ema, use_buffers=True)
     out = Path(out_dir) if out_dir is not None else None
     root = out / "checkpoints" if out is not None else None
     metrics_path = out / "metrics.jsonl" if out is not None else None
@@ -505,7 +546,7 @@ def fit(
     _seed_everything(config.seed + rank)
     if resume and root is not None and (root / "LATEST").exists():
         path = ckpt.find_checkpoint(root)
-        progress, state = _restore(path, module, optimizer, device)
+        progress, state = _restore(path, module, optimizer, device, averager)
         if rank == 0:
             _truncate_metrics(metrics_path, progress.step)
     elif rank == 0 and metrics_path is not None and metrics_path.exists():
@@ -544,20 +585,36 @@ def fit(
             return progress.train_seconds / budget
         return 0.0  # epochs of data without a length: constant after warmup
 
+    def run_fraction() -> float:  # of the run's steps where known (else of its time)
+        if total_steps:
+            done = progress.step / total_steps
+            return max(done, fraction()) if budget is not None else done
+        return fraction()
+
+    if averager is not None and not total_steps and budget is None:
+        raise ValueError("average needs the run's length: steps, minutes, or epochs of training "
+                         "data that has a len()")  # fmt: skip
+
+    def evaluated_module() -> nn.Module:  # the averaged weights once there are any
+        return averager.module if averager is not None and progress.averaged else module
+
     best_weights: dict[str, Any] = {"key": None, "state": None}
 
     def evaluate() -> dict | None:
         if eval_fn is None or rank != 0:
             return None
-        result = dict(eval_fn(module))
+        scored = evaluated_module()
+        result = dict(eval_fn(scored))
+        scored.train()  # (eval_fn may leave it in eval mode; the average is never trained)
+        note = {"averaged": progress.averaged} if averager is not None else {}
         log({"split": "val", "step": progress.step, "epoch": progress.epoch,
-             "seconds": progress.train_seconds, **result})  # fmt: skip
+             "seconds": progress.train_seconds, **result, **note})  # fmt: skip
         if restore_best:
             key = best_key(result) if best_key is not None else result["loss"]
             if best_weights["key"] is None or key < best_weights["key"]:
                 best_weights["key"] = key
                 best_weights["state"] = {k: v.detach().clone() for k, v in
-                                         module.state_dict().items()}  # fmt: skip
+                                         scored.state_dict().items()}  # fmt: skip
         return result
 
     def sync_stop(stop: str | None) -> str | None:
@@ -614,8 +671,11 @@ def fit(
             max_norm = config.clip_norm if config.clip_norm is not None else float("inf")
             grad_norm = float(nn.utils.clip_grad_norm_(trained, max_norm))
             optimizer.step()
-            dt = time.perf_counter() - t0
             progress.step += 1
+            if averager is not None and run_fraction() >= config.average_start:
+                averager.update_parameters(module)
+                progress.averaged += 1
+            dt = time.perf_counter() - t0
             progress.batch += 1
             progress.train_seconds += dt
             progress.items += count * world
@@ -665,7 +725,7 @@ def fit(
             ):
                 best = _best_so_far(progress, last_val if evaluated else None)
                 saved = _save(root, module, optimizer, config, progress, state,
-                              extra or {}, best, device)  # fmt: skip
+                              extra or {}, best, device, averager)  # fmt: skip
                 last_saved_step = progress.step
                 if rank == 0:
                     _plot(plot, history, out)
@@ -691,11 +751,13 @@ def fit(
     if root is not None and last_saved_step != progress.step:
         best = _best_so_far(progress, last_val if evaluated else None)  # rank 0 only matters
         saved = _save(root, module, optimizer, config, progress, state, extra or {}, best,
-                      device)  # fmt: skip
+                      device, averager)  # fmt: skip
     if log_file is not None:
         log_file.close()
     if rank == 0 and out is not None:
         _plot(plot, history, out)
+    if averager is not None and progress.averaged:
+        module.load_state_dict(averager.module.state_dict())
     if best_weights["state"] is not None:
         module.load_state_dict(best_weights["state"])
     return FitResult(

@@ -45,6 +45,7 @@ __all__ = [
     "TransformerLM",
     "adaptive_cutoffs",
     "build_language_model",
+    "evaluate_dynamic",
     "evaluate_stream",
     "filter_logits",
     "generate",
@@ -301,6 +302,83 @@ def evaluate_stream(
     model.train(was_training)
     loss = total / count
     per_char = len(ids) / chars if chars else 1.0  # tokens per character of this text
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "bpc": loss * per_char / math.log(2),
+        "tokens": count,
+    }
+
+
+DYNAMIC_SEQ_LEN = 64  # tokens per step of dynamic evaluation, by default
+
+
+def evaluate_dynamic(
+    model: nn.Module,
+    ids: Tensor,
+    seq_len: int = DYNAMIC_SEQ_LEN,
+    lr: float = 0.03,
+    decay: float = 0.0,
+    chars: int | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict[str, float]:
+    """Cross-entropy of a recurrent model on a token stream with *dynamic evaluation* (Krause et
+    al. 2018): the model reads the stream once, in order, as one row with its state carried,
+    and after scoring each segment of ``seq_len`` tokens it takes one gradient step on that
+    segment's loss, so later text is predicted by a model adapted to the text already read.
+    Every token is scored before any step has seen it. The update, for every weight θ with
+    θ₀ its value before the stream:
+
+        θ ← θ − lr · ∇L(segment) + decay · (θ₀ − θ)
+
+    (plain SGD on the segment's mean loss per token, pulled back toward θ₀ by ``decay``).
+    Dropout is off, as in :func:`evaluate_stream`; ``model`` itself is left unchanged (a copy
+    adapts). ``lr=0`` gives the static score of the same single row.
+
+    Returns ``{"loss" (nats/token), "perplexity", "bpc", "tokens"}`` as
+    :func:`evaluate_stream`.
+    """
+    import copy
+
+    from lstm.training import detach_state
+
+    if not getattr(model, "is_recurrent", True):
+        raise ValueError("dynamic evaluation here carries a recurrent state: not for a Transformer")
+    if seq_len < 1:
+        raise ValueError(f"seq_len should be at least 1, got {seq_len}")
+    if lr < 0 or not 0 <= decay < 1:
+        raise ValueError(f"lr should be >= 0 and decay in [0, 1), got lr={lr}, decay={decay}")
+    adapted = copy.deepcopy(model).to(device).eval()
+    params = [p for p in adapted.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in params]  # θ₀
+    stream = ids.to(device)
+    inputs, targets = stream[:-1].unsqueeze(0), stream[1:].unsqueeze(0)  # (1, N)
+    total, count, state = 0.0, 0, None
+    steps = range(0, inputs.shape[1], seq_len)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, unit="segment", dynamic_ncols=True, desc="dynamic evaluation")
+    for i in steps:
+        x, y = inputs[:, i : i + seq_len], targets[:, i : i + seq_len]
+        with torch.enable_grad():
+            logits, state = adapted(x, state)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+            total += float(loss.detach()) * y.numel()  # scored before the step below
+            count += y.numel()
+            if lr > 0:
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+        state = detach_state(state)
+        if lr > 0:
+            with torch.no_grad():
+                for p, g, p0 in zip(params, grads, start):
+                    if g is not None:
+                        p.add_(g, alpha=-lr)
+                    if decay:
+                        p.add_(p0 - p, alpha=decay)
+    loss = total / count
+    per_char = len(ids) / chars if chars else 1.0
     return {
         "loss": loss,
         "perplexity": math.exp(min(loss, 700.0)),

@@ -25,9 +25,11 @@ from lstm.data.text import (
     vocab_from_json,
 )
 from lstm.models.language_model import (
+    DYNAMIC_SEQ_LEN,
     LMConfig,
     build_language_model,
     count_parameters,
+    evaluate_dynamic,
     evaluate_stream,
     generate,
     lm_loss,
@@ -98,6 +100,7 @@ def train_language_model(
     sample_length: int = 300,
     temperature: float = 0.8,
     prompt: str = "\n",
+    dynamic_lr: float | None = None,
     log=print,
 ) -> dict[str, Any]:
     """Trains a language model and reports on it; returns (and writes to ``out/results.json``)
@@ -106,7 +109,9 @@ def train_language_model(
     ``model_config`` holds :class:`LMConfig` fields except ``vocab_size``. Validation reads the
     first ``eval_chars`` characters of the validation part (``0``: all of it), during training
     and at its end; the test part is read whole, once, at the end, with the state carried
-    through it (in up to 16 contiguous streams).
+    through it (in up to 16 contiguous streams). With ``dynamic_lr``, the test part is also
+    scored by dynamic evaluation (:func:`lstm.models.language_model.evaluate_dynamic`, segments
+    of 64 tokens, that step size): ``test_bpc_dynamic``.
     """
     rank, world = init_distributed()
     out = Path(out_dir)
@@ -183,6 +188,13 @@ def train_language_model(
     val = result.val if result.val is not None else eval_fn(model)
     test = evaluate_stream(model, test_ids, eval_rows(test_ids), 256, len(data.test), dev)
     eval_seconds = time.perf_counter() - t0
+    dynamic = None
+    if dynamic_lr is not None:
+        t0 = time.perf_counter()
+        scored = evaluate_dynamic(model, test_ids, DYNAMIC_SEQ_LEN, dynamic_lr, 0.0,
+                                  len(data.test), dev, progress=train_config.progress)  # fmt: skip
+        dynamic = {"bpc": scored["bpc"], "lr": dynamic_lr, "seq_len": DYNAMIC_SEQ_LEN,
+                   "decay": 0.0, "seconds": time.perf_counter() - t0}  # fmt: skip
     gen = torch.Generator().manual_seed(train_config.seed)
     texts = [generate(model, vocab, prompt, sample_length, temperature, generator=gen)
              for _ in range(samples)]  # fmt: skip
@@ -204,6 +216,8 @@ def train_language_model(
         "test_bpc": test["bpc"],
         "test_loss_nats_per_token": test["loss"],
         "test_perplexity": test["perplexity"],
+        "test_bpc_dynamic": dynamic["bpc"] if dynamic else None,
+        "dynamic_evaluation": dynamic,
         "test_tokens": test["tokens"],
         "test_unknown_tokens": encoded["test"].unknown,
         "eval_rows": eval_rows(test_ids),
