@@ -99,6 +99,17 @@ ROWS = {
         )
         for k in (0, 1, 2)
     },
+    # the head-and-tail recipe with stochastic weight averaging over its last three epochs
+    # (--average swa, 2026-11-25, thirteenth session): seeds 0 and 1, against the rows above
+    **{
+        f"imdb-lstm-e6-ht-swa{suffix}": (
+            "imdb",
+            f"LSTM, head and tail, 6 epochs, weights averaged over the last 3{label}",
+            f"--cell lstm {SCRATCH} --epochs 6 --schedule constant --keep-head 100{seed} "
+            "--no-baseline --average swa --average-start 0.5",
+        )
+        for suffix, label, seed in [("", "", ""), ("-s1", ", seed 1", " --seed 1")]
+    },
     "imdb-lstm-e6-ht800": (
         "imdb",
         "LSTM, 6 epochs, each review's first 200 and last 600 words",
