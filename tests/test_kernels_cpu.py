@@ -252,6 +252,39 @@ def test_threaded_steps_give_the_same_bits_as_one_thread(cell, B):
         assert torch.equal(one, two)
 
 
+@pytest.mark.parametrize("P", [None, 96])
+def test_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, P):
+    """Experiment 20: with two threads and B=32 each thread runs 16 whole rows of the time loop
+    (their product against every panel, their gate arithmetic; forward, inference and BPTT), with
+    ragged lengths and with a projection: the same bits as one thread, and as the panels' split
+    (LSTM_CPU_BY_ROWS=0)."""
+    args = _lstm_args(6, 32, 8, 128, P, ragged=True, seed=5)
+    ext = cpu.load_extension()
+    results = {}
+    before = torch.get_num_threads()
+    try:
+        for threads, rows in ((1, "1"), (2, "0"), (2, "1")):
+            torch.set_num_threads(threads)
+            monkeypatch.setenv("LSTM_CPU_BY_ROWS", rows)
+            weights = (512 * (P or 128) + (128 * P if P else 0)) * 8
+            assert ext.split_rows(32, weights, 512 * 8, 32 * 512 * (P or 128)) == (
+                threads == 2 and rows == "1"
+            )
+            inputs = _grad_inputs(args)
+            with torch.no_grad():
+                inferred = cpu.lstm(*inputs)
+            outs = cpu.lstm(*inputs)
+            sum(o.sum() for o in outs).backward()
+            grads = [a.grad for a in inputs if a is not None and a.is_floating_point()]
+            results[threads, rows] = [*inferred, *(o.detach() for o in outs), *grads]
+    finally:
+        torch.set_num_threads(before)
+    one = results[1, "1"]
+    for other in (results[2, "0"], results[2, "1"]):
+        for a, b in zip(one, other):
+            assert torch.equal(a, b)
+
+
 def test_float32_stays_within_1e5_of_float64_after_1000_steps():
     args64 = _lstm_args(1000, 3, 8, 16, None, True, False, seed=5)
     args64[3] *= 0.5

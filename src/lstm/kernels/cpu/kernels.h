@@ -143,6 +143,33 @@ inline int64_t units_minimum() {
   return minimum;
 }
 
+// Experiment 20's switch (LSTM_CPU_BY_ROWS, read on every call; 0: off) and the largest working
+// set a thread may have when the threads split a time loop by batch rows: the whole recurrent
+// weight (each thread reads all of it every step) and its rows' pre-activations of a step
+// (LSTM_CPU_ROWS_KB, read on every call; default 1088 = 1 MB + 64 KB: a core's L2 here is 1 MB;
+// fit to the timings: at H=256 the split won at B=16 and 32, 1.06 MB, and lost at B=64, 1.13 MB).
+inline bool by_rows_enabled() {
+  const char* v = std::getenv("LSTM_CPU_BY_ROWS");
+  return !v || std::atoi(v) != 0;
+}
+inline int64_t rows_bytes_max() {
+  const char* v = std::getenv("LSTM_CPU_ROWS_KB");
+  return (v ? std::atoll(v) : int64_t(1088)) << 10;
+}
+
+// Whether the threads split the batch rows of a forward time loop (experiment 20): each thread
+// owns whole rows for the whole loop, their product against every panel and their gate
+// arithmetic; a row's step reads only its own h_{t-1}, so the threads never wait on each other.
+// From at least 8 rows a thread, a step of at least step_threads()'s minimum of multiply-adds
+// (`macs`), a thread's working set (the weights, `weight_bytes`, and `row_bytes` of each of its
+// rows) within rows_bytes_max(), and not inside another parallel region.
+inline bool split_rows(int64_t B, int64_t weight_bytes, int64_t row_bytes, int64_t macs) {
+  const int team = omp_get_max_threads();
+  return by_rows_enabled() && team > 1 && !omp_in_parallel() && B >= 8 * team &&
+         weight_bytes + (B + team - 1) / team * row_bytes <= rows_bytes_max() &&
+         step_threads(macs, 2) > 1;
+}
+
 // The per-step products read their weights in panels of kPanel<T> columns (64 bytes: two AVX
 // vectors or one AVX-512 vector, 16 floats or 8 doubles): W[K, N] as ceil(N / kPanel) blocks of
 // (K, kPanel), each contiguous, the last one zero-padded (recurrent.cpp's pack_panels; step_gemm
@@ -429,6 +456,23 @@ inline void each_row(int64_t B, int64_t H, bool by_units, Row&& row) {
   for (int64_t b = 0; b < B; ++b) row(b);
 }
 
+// Thread `id`'s rows [first, last) of B, in whole tiles of 8 rows where B allows.
+inline PanelShare row_share(int64_t B, int64_t id, int64_t team) {
+  const int64_t tiles = (B + 7) / 8;
+  return {std::min(B, 8 * (tiles * id / team)), std::min(B, 8 * (tiles * (id + 1) / team))};
+}
+
+// The rows' time loop: step(t, b0, b1) for each thread's rows, one parallel region, no barrier.
+template <typename Step>
+inline void rows_loop(int64_t steps, int64_t B, Step&& step) {
+#pragma omp parallel
+  {
+    const PanelShare r = row_share(B, omp_get_thread_num(), omp_get_num_threads());
+    if (r.first < r.last)
+      for (int64_t t = 0; t < steps; ++t) step(t, r.first, r.last);
+  }
+}
+
 // The two time loops every cell's forward and backward run, serial or with the hidden units
 // split (experiment 14, docs/performance.md). unit_panels = 0: one thread, every panel.
 // Otherwise one parallel region on torch's team (as at::parallel_for: a num_threads clause would
@@ -524,9 +568,13 @@ void lstm_forward(const LstmForward<T>& a) {
   // blocks and runs those units' arithmetic, for the whole loop (forward_loop).
   const int64_t unit_panels = split_panels<T>(B, H, B * G * P, a.w_hr_t != nullptr);
   const bool by_units = unit_panels > 0;
-  // Step t for rows [0, B), units [u0, u1): the product's columns of those units in the four
-  // gate blocks (panels [q0, q1) of each), the gate arithmetic, the padding mask.
-  auto step = [&](int64_t t, int64_t q0, int64_t q1) {
+  // Else, where split_rows says so, each thread runs whole rows of the batch (rows_loop).
+  const int64_t weight_bytes = (G * P + (a.w_hr_t ? H * P : 0)) * (int64_t)sizeof(T);
+  const bool by_rows = !by_units && split_rows(B, weight_bytes, G * sizeof(T), B * G * P);
+  // Step t for rows [b0, b1), units [u0, u1): the product's columns of those units in the four
+  // gate blocks (panels [q0, q1) of each), the gate arithmetic, the padding mask. Whole rows
+  // (b0 = 0, b1 = B) or whole units (q0 = 0, q1 = every panel).
+  auto step = [&](int64_t t, int64_t b0, int64_t b1, int64_t q0, int64_t q1) {
     const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * P;  // (B, P)
     const T* c_prev = t == 0 ? a.c0 : a.c_all + (t - 1) * B * H;  // (B, H)
     T* z = a.gates + t * B * G;                                    // (B, 4H)
@@ -550,21 +598,38 @@ void lstm_forward(const LstmForward<T>& a) {
       for (int64_t g = 0; g < 4; ++g)  // z += h_{t-1} W_hh^T, these units' columns
         panel_range<T>(B, G, P, h_prev, a.w_hh_t, true, z, g * unit_panels + q0,
                        g * unit_panels + q1);
+      each_row(B, H, true, pointwise);
+    } else if (by_rows) {  // these rows: z += h_{t-1} W_hh^T, then their gate arithmetic
+      panel_range<T>(b1 - b0, G, P, h_prev + b0 * P, a.w_hh_t, true, z + b0 * G, 0,
+                     (G + kPanel<T> - 1) / kPanel<T>);
+      for (int64_t b = b0; b < b1; ++b) pointwise(b);
     } else {
       step_gemm<T>(B, G, P, h_prev, a.w_hh_t, true, z);  // z += h_{t-1} W_hh^T
+      each_row(B, H, false, pointwise);
     }
-    each_row(B, H, by_units, pointwise);
-    if (a.w_hr_t) step_gemm<T>(B, P, H, a.h_raw, a.w_hr_t, false, h);  // h = h_raw W_hr^T
+    if (a.w_hr_t) {  // h = h_raw W_hr^T
+      if (by_rows)
+        panel_range<T>(b1 - b0, P, H, a.h_raw + b0 * H, a.w_hr_t, false, h + b0 * P, 0,
+                       (P + kPanel<T> - 1) / kPanel<T>);
+      else
+        step_gemm<T>(B, P, H, a.h_raw, a.w_hr_t, false, h);
+    }
     if (m) {
       const int64_t p0 = a.w_hr_t ? 0 : u0, p1 = a.w_hr_t ? P : u1;
-      for (int64_t b = 0; b < B; ++b) {
+      for (int64_t b = b0; b < b1; ++b) {
         if (m[b]) continue;  // padding: the state carries unchanged
         for (int64_t j = p0; j < p1; ++j) h[b * P + j] = h_prev[b * P + j];
         for (int64_t j = u0; j < u1; ++j) c[b * H + j] = c_prev[b * H + j];
       }
     }
   };
-  forward_loop<T>(a.steps, H, unit_panels, step);
+  if (by_rows) {
+    const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
+    rows_loop(a.steps, B, [&](int64_t t, int64_t b0, int64_t b1) { step(t, b0, b1, 0, all); });
+  } else {
+    forward_loop<T>(a.steps, H, unit_panels,
+                    [&](int64_t t, int64_t q0, int64_t q1) { step(t, 0, B, q0, q1); });
+  }
 }
 
 // One row of the step's backward: dh (H, unprojected) and dc (H, in/out: dC_t -> dC_{t-1}),
@@ -609,24 +674,27 @@ void lstm_backward(const LstmBackward<T>& a) {
   // Units split as in the forward (split_panels; the barrier's place: backward_loop).
   const int64_t unit_panels = split_panels<T>(B, H, B * G * P, a.w_hr != nullptr);
   const bool by_units = unit_panels > 0;
-  // Step t's gate gradients for rows [0, B), units [u0, u1) (and, with a projection, dh's
+  // Else rows split as in the forward (split_rows): each thread its own rows, no barrier.
+  const int64_t weight_bytes = (G * P + (a.w_hr ? H * P : 0)) * (int64_t)sizeof(T);
+  const bool by_rows = !by_units && split_rows(B, weight_bytes, G * sizeof(T), B * G * P);
+  // Step t's gate gradients for rows [b0, b1), units [u0, u1) (and, with a projection, dh's
   // columns [0, P)): the arriving gradients, the mask, the pointwise pass.
-  auto gate_gradients = [&](int64_t t, int64_t u0, int64_t u1) {
+  auto gate_gradients = [&](int64_t t, int64_t b0, int64_t b1, int64_t u0, int64_t u1) {
     const int64_t p0 = a.w_hr ? 0 : u0, p1 = a.w_hr ? P : u1;
     if (a.grad_h) {
       const T* g = a.grad_h + t * B * P;
-      for (int64_t b = 0; b < B; ++b)
+      for (int64_t b = b0; b < b1; ++b)
         for (int64_t j = p0; j < p1; ++j) dh[b * P + j] += g[b * P + j];
     }
     if (a.grad_c) {
       const T* g = a.grad_c + t * B * H;
-      for (int64_t b = 0; b < B; ++b)
+      for (int64_t b = b0; b < b1; ++b)
         for (int64_t j = u0; j < u1; ++j) dc[b * H + j] += g[b * H + j];
     }
     // Padding rows copied the state forward unchanged: their gradient skips the step.
     const bool* m = a.mask ? a.mask + t * B : nullptr;
     if (m) {
-      for (int64_t b = 0; b < B; ++b) {
+      for (int64_t b = b0; b < b1; ++b) {
         if (m[b]) continue;
         for (int64_t j = p0; j < p1; ++j) {
           a.dh_skip[b * P + j] = dh[b * P + j];
@@ -635,10 +703,14 @@ void lstm_backward(const LstmBackward<T>& a) {
       }
     }
     if (a.dh_step)
-      for (int64_t k = 0; k < B * P; ++k) a.dh_step[t * B * P + k] = dh[k];
+      for (int64_t k = b0 * P; k < b1 * P; ++k) a.dh_step[t * B * P + k] = dh[k];
     const T* dh_unprojected = dh;
-    if (a.w_hr) {
-      step_gemm<T>(B, H, P, dh, a.w_hr, false, a.dh_raw);  // dh_raw = dh W_hr
+    if (a.w_hr) {  // dh_raw = dh W_hr
+      if (by_rows)
+        panel_range<T>(b1 - b0, H, P, dh + b0 * P, a.w_hr, false, a.dh_raw + b0 * H, 0,
+                       (H + kPanel<T> - 1) / kPanel<T>);
+      else
+        step_gemm<T>(B, H, P, dh, a.w_hr, false, a.dh_raw);
       dh_unprojected = a.dh_raw;
     }
     const T* gates = a.gates + t * B * G;
@@ -674,25 +746,43 @@ void lstm_backward(const LstmBackward<T>& a) {
         }
       }
     };
-    each_row(B, H, by_units, row);
+    if (by_rows)
+      for (int64_t b = b0; b < b1; ++b) row(b);
+    else
+      each_row(B, H, by_units, row);
   };
-  // dh_{t-1} = dz_t W_hh, columns (panels) [q0, q1), then the skipped rows' gradient back in.
-  auto state_gradient = [&](int64_t t, int64_t q0, int64_t q1) {
+  // dh_{t-1} = dz_t W_hh for rows [b0, b1), columns (panels) [q0, q1), then the skipped rows'
+  // gradient back in.
+  auto state_gradient = [&](int64_t t, int64_t b0, int64_t b1, int64_t q0, int64_t q1) {
     const T* dz = a.d_pre + t * B * G;
     if (by_units)
       panel_range<T>(B, P, G, dz, a.w_hh, false, dh, q0, q1);
+    else if (by_rows)
+      panel_range<T>(b1 - b0, P, G, dz + b0 * G, a.w_hh, false, dh + b0 * P, q0, q1);
     else
       step_gemm<T>(B, P, G, dz, a.w_hh, false, dh);
     const bool* m = a.mask ? a.mask + t * B : nullptr;
     if (m) {
       const int64_t p0 = std::min(P, q0 * kPanel<T>), p1 = std::min(P, q1 * kPanel<T>);
-      for (int64_t b = 0; b < B; ++b) {
+      for (int64_t b = b0; b < b1; ++b) {
         if (m[b]) continue;
         for (int64_t j = p0; j < p1; ++j) dh[b * P + j] += a.dh_skip[b * P + j];
       }
     }
   };
-  backward_loop<T>(a.steps, H, P, unit_panels, gate_gradients, state_gradient);
+  if (by_rows) {  // from the last step to the first, each thread its rows
+    const int64_t all = (P + kPanel<T> - 1) / kPanel<T>;
+    rows_loop(a.steps, B, [&](int64_t k, int64_t b0, int64_t b1) {
+      const int64_t t = a.steps - 1 - k;
+      gate_gradients(t, b0, b1, 0, H);
+      state_gradient(t, b0, b1, 0, all);
+    });
+  } else {
+    backward_loop<T>(
+        a.steps, H, P, unit_panels,
+        [&](int64_t t, int64_t u0, int64_t u1) { gate_gradients(t, 0, B, u0, u1); },
+        [&](int64_t t, int64_t q0, int64_t q1) { state_gradient(t, 0, B, q0, q1); });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

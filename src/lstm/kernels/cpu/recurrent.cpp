@@ -838,6 +838,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "which library runs the big float32 GEMMs here: 'onednn' or 'mkl'");
   m.def("step_threads", &lstmk::step_threads,
         "threads a per-step product of `macs` multiply-adds over `blocks` column tiles runs on");
+  m.def("split_rows", &lstmk::split_rows,
+        "whether the threads split a time loop of B rows by rows (weight bytes, bytes a row, "
+        "multiply-adds a step)");
   m.def("lstm_forward", &lstmk::lstm_forward);
   m.def("lstm_infer", &lstmk::lstm_infer);
   m.def("lstm_backward", &lstmk::lstm_backward);
