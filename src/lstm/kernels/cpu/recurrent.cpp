@@ -9,6 +9,7 @@
 // doubles the build time).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <dlfcn.h>
@@ -212,16 +213,31 @@ static at::Tensor pack_panels(const at::Tensor& w) {
 // written in place, C = A B + beta C). That function is exported by libtorch_cpu but has no
 // public header, so it is looked up at run time: a torch without it gets MKL, never a failed
 // load. Double and every other CPU: MKL. LSTM_CPU_GEMM=mkl or onednn forces one (read once).
+// torch's mkldnn_matmul refuses float32 on a CPU where its oneDNN lacks bf16 support (it wants
+// avx512bw, avx512vl and avx512dq, or avx_ne_convert), so oneDNN is used only where torch's own
+// check (mkldnn::_is_mkldnn_bf16_supported) says yes, forced or not: an AVX2-only CPU gets MKL.
 // ---------------------------------------------------------------------------------------------
 
 using MatmulFn = void (*)(const at::Tensor& a, const at::Tensor& b, const at::Tensor& c,
                           float beta, float alpha);
+
+static bool onednn_float32_supported() {
+  try {
+    return c10::Dispatcher::singleton()
+        .findSchemaOrThrow("mkldnn::_is_mkldnn_bf16_supported", "")
+        .typed<bool()>()
+        .call();
+  } catch (const std::exception&) {
+    return false;  // a torch without the check: MKL, never a refused product
+  }
+}
 
 static MatmulFn onednn_matmul() {
   static const MatmulFn fn = []() -> MatmulFn {
     const char* forced = std::getenv("LSTM_CPU_GEMM");
     const std::string choice = forced ? forced : "";
     if (choice == "mkl" || (choice != "onednn" && isa_level() != kAvx512)) return nullptr;
+    if (!onednn_float32_supported()) return nullptr;
     void* torch_cpu = dlopen("libtorch_cpu.so", RTLD_NOW | RTLD_NOLOAD);
     if (!torch_cpu) return nullptr;
     return reinterpret_cast<MatmulFn>(
