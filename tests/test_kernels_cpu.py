@@ -285,6 +285,46 @@ def test_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, P):
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize(
+    "B,H,P",
+    [(3, 20, 7), (2, 40, None), (32, 128, None), (32, 128, 96)],
+    ids=["serial-projection", "units-split", "rows-split", "rows-split-projection"],
+)
+def test_bias_in_the_gate_pass_or_the_projection_agree(monkeypatch, B, H, P):
+    """Experiment 21: the LSTM's bias is added in the gate pass (LSTM_CPU_BIAS_IN_PASS=1, the
+    default) instead of being broadcast into the pre-activations before the input projection's
+    GEMM (0). Both ways, on two threads, for the serial loop, the units split (B=2, H=40) and the
+    rows split (B=32), with ragged lengths: forward, inference and gradients against the
+    reference equations and lstm.bptt in float64."""
+    args = _lstm_args(5, B, 6, H, P, bias=True, ragged=True, seed=3)
+    h_ref, c_ref, _ = reference.lstm_loop(*args)
+    ref_inputs = _grad_inputs(args)
+    torch.manual_seed(9)
+    ref_outs = bptt.lstm_sequence(*ref_inputs)
+    weights = [torch.randn_like(o) for o in ref_outs]
+    sum((o * w).sum() for o, w in zip(ref_outs, weights)).backward()
+    ref_grads = [a.grad for a in ref_inputs if a is not None and a.is_floating_point()]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for in_pass in ("0", "1"):
+            monkeypatch.setenv("LSTM_CPU_BIAS_IN_PASS", in_pass)
+            h_all, c_last = cpu.load_extension().lstm_infer(*args, 2)
+            torch.testing.assert_close(h_all, h_ref, rtol=0, atol=1e-12)
+            torch.testing.assert_close(c_last, c_ref[-1], rtol=0, atol=1e-12)
+            inputs = _grad_inputs(args)
+            outs = cpu.lstm(*inputs)
+            torch.testing.assert_close(outs[0].detach(), h_ref, rtol=0, atol=1e-12)
+            torch.testing.assert_close(outs[1].detach(), c_ref, rtol=0, atol=1e-12)
+            sum((o * w).sum() for o, w in zip(outs, weights)).backward()
+            grads = [a.grad for a in inputs if a is not None and a.is_floating_point()]
+            assert len(grads) == len(ref_grads) == 6 + (P is not None)  # x h0 c0 W_ih W_hh b W_hr
+            for ours, ref in zip(grads, ref_grads):
+                torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_float32_stays_within_1e5_of_float64_after_1000_steps():
     args64 = _lstm_args(1000, 3, 8, 16, None, True, False, seed=5)
     args64[3] *= 0.5

@@ -40,7 +40,7 @@ namespace lstmk {
 template <typename T>
 struct LstmForward {
   int64_t steps, batch, hidden, proj;  // T, B, H, P (P = H without projection)
-  T* gates;                            // (T, B, 4H) in: x W_ih^T + b; out: i, f, g, o
+  T* gates;                            // (T, B, 4H) in: x W_ih^T (+ b); out: i, f, g, o
   const T* w_hh_t;                     // (P, 4H)    W_hh^T in panels (kPanel): the step's layout
   const T* w_hr_t;                     // (H, P)     W_hr^T in panels, or nullptr: no projection
   const T* h0;                         // (B, P)
@@ -50,6 +50,7 @@ struct LstmForward {
   T* c_all;                            // (T, B, H)
   T* tanh_c;                           // (T, B, H)  saved for the backward, or nullptr
   T* h_raw;                            // (B, H)     scratch: o * tanh(c) before the projection
+  const T* bias;                       // (4H)       b, added in the gate pass; or nullptr: in gates
 };
 
 template <typename T>
@@ -533,6 +534,15 @@ inline void backward_loop(int64_t steps, int64_t H, int64_t P, int64_t unit_pane
 // LSTM (the arguments and the variants: see LstmForward above)
 // ---------------------------------------------------------------------------------------------
 
+// z += b over `blocks` gate blocks of `n` units, `stride` apart: the bias of one row's
+// pre-activations, added just before its gate arithmetic (experiment 21).
+template <typename T>
+inline void add_bias(int64_t blocks, int64_t n, int64_t stride, T* __restrict z,
+                     const T* __restrict b) {
+  for (int64_t k = 0; k < blocks; ++k)
+    for (int64_t j = 0; j < n; ++j) z[k * stride + j] += b[k * stride + j];
+}
+
 // The gate arithmetic of one row, in place: z (4 gate blocks, `stride` apart) -> gates, for `n`
 // units; writes c, h (unprojected) and, when asked, tanh(c). Every variant's pointwise change
 // goes here. (A whole row: n = stride = H; a thread's share of the units: n < stride = H.)
@@ -587,12 +597,14 @@ void lstm_forward(const LstmForward<T>& a) {
     // The gate arithmetic of row b, units [u0, u1).
     auto pointwise = [&](int64_t b) {
       const int64_t o = b * H + u0;
+      T* zb = z + b * G + u0;
+      if (a.bias) add_bias<T>(4, u1 - u0, H, zb, a.bias + u0);
       if (tc)
-        lstm_pointwise_forward<T, true>(u1 - u0, H, z + b * G + u0, c_prev + o, c + o,
-                                        h_unprojected + o, tc + o);
+        lstm_pointwise_forward<T, true>(u1 - u0, H, zb, c_prev + o, c + o, h_unprojected + o,
+                                        tc + o);
       else
-        lstm_pointwise_forward<T, false>(u1 - u0, H, z + b * G + u0, c_prev + o, c + o,
-                                         h_unprojected + o, nullptr);
+        lstm_pointwise_forward<T, false>(u1 - u0, H, zb, c_prev + o, c + o, h_unprojected + o,
+                                         nullptr);
     };
     if (by_units) {
       for (int64_t g = 0; g < 4; ++g)  // z += h_{t-1} W_hh^T, these units' columns

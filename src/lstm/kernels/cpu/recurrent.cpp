@@ -286,16 +286,21 @@ static at::Tensor big_gemm(const at::Tensor& a, const at::Tensor& b) {
 static void project_into(at::Tensor& out, const at::Tensor& x2, const at::Tensor& w,
                          const OptTensor& b) {
   if (by_onednn(x2, x2.size(0), x2.size(1), w.size(0))) {
-    if (has(b))
-      out.copy_(b->expand_as(out));
-    else
-      out.zero_();
+    if (!has(b)) return onednn_matmul()(x2, w.t(), out, 0.0f, 1.0f);
+    out.copy_(b->expand_as(out));
     onednn_matmul()(x2, w.t(), out, 1.0f, 1.0f);
   } else if (has(b)) {
     at::addmm_out(out, *b, x2, w.t());
   } else {
     at::mm_out(out, x2, w.t());
   }
+}
+
+// Experiment 21's switch: the LSTM's bias added in the gate pass (default) or in the input
+// projection (LSTM_CPU_BIAS_IN_PASS=0), read on every call.
+static bool bias_in_pass() {
+  const char* v = std::getenv("LSTM_CPU_BIAS_IN_PASS");
+  return !v || std::atoi(v) != 0;
 }
 
 // x (T, B, I) @ w^T (+ bias): the input projection of every step as one GEMM, (T, B, G).
@@ -356,7 +361,11 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
   check_lstm(x_, h0_, c0_, w_ih, w_hh, w_hr);
   const int64_t T = x_.size(0), B = x_.size(1), H = w_hh.size(0) / 4, P = w_hh.size(1);
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
-  at::Tensor gates = input_projection(x, w_ih, bias).contiguous();          // (T, B, 4H)
+  // The bias is added in the gate pass (LSTM_CPU_BIAS_IN_PASS, read per call; 0: in the
+  // projection, as before experiment 21): no (T, B, 4H) broadcast copy before the GEMM.
+  const bool in_pass = bias_in_pass() && has(bias);
+  at::Tensor b_pass = in_pass ? bias->contiguous() : at::Tensor();
+  at::Tensor gates = input_projection(x, w_ih, in_pass ? OptTensor() : bias).contiguous();
   at::Tensor w_hh_t = pack_panels(w_hh.t());                                 // (P, 4H)
   at::Tensor w_hr_t = has(w_hr) ? pack_panels(w_hr->t()) : at::Tensor();    // (H, P)
   at::Tensor m = mask_2d(mask, T, B);
@@ -370,7 +379,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
                             ptr<scalar_t>(w_hr_t), h0.data_ptr<scalar_t>(),
                             c0.data_ptr<scalar_t>(), m.defined() ? m.data_ptr<bool>() : nullptr,
                             h_all.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
-                            ptr<scalar_t>(tanh_c), ptr<scalar_t>(h_raw)};
+                            ptr<scalar_t>(tanh_c), ptr<scalar_t>(h_raw), ptr<scalar_t>(b_pass)};
     pybind11::gil_scoped_release no_gil;
     LSTMK_CALL(lstm_forward<scalar_t>, a);
   });
@@ -414,7 +423,9 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
   const int64_t chunk = infer_chunk(T, B, G * (int64_t)x_.element_size(), steps_per_chunk);
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor c_last = c0_.clone(at::MemoryFormat::Contiguous);  // carried from chunk to chunk
-  OptTensor b = contig(bias);
+  const bool in_pass = bias_in_pass() && has(bias);  // (as in lstm_forward)
+  OptTensor b = in_pass ? OptTensor() : contig(bias);
+  at::Tensor b_pass = in_pass ? bias->contiguous() : at::Tensor();
   at::Tensor w_hh_t = pack_panels(w_hh.t());                               // (P, 4H)
   at::Tensor w_hr_t = has(w_hr) ? pack_panels(w_hr->t()) : at::Tensor();  // (H, P)
   at::Tensor m = mask_2d(mask, T, B);
@@ -435,7 +446,7 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
                               c_last.data_ptr<scalar_t>(),
                               m.defined() ? m.data_ptr<bool>() + t0 * B : nullptr,
                               h_all.data_ptr<scalar_t>() + t0 * B * P, c_buf.data_ptr<scalar_t>(),
-                              nullptr, ptr<scalar_t>(h_raw)};
+                              nullptr, ptr<scalar_t>(h_raw), ptr<scalar_t>(b_pass)};
       pybind11::gil_scoped_release no_gil;
       LSTMK_CALL(lstm_forward<scalar_t>, a);
     });
