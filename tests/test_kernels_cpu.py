@@ -285,6 +285,36 @@ def test_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, P):
             assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("B,H", [(16, 64), (32, 64)])
+def test_rows_split_is_preferred_to_the_units_split_and_both_give_the_same_bits(monkeypatch, B, H):
+    """Experiment 22: where both splits apply (8 rows a thread or more, B * H under 4096), the
+    rows split runs (LSTM_CPU_PREFER_ROWS=0: the units split). Both give one thread's bits,
+    forward, inference and BPTT, with ragged lengths."""
+    args = _lstm_args(6, B, 8, H, None, ragged=True, seed=7)
+    ext = cpu.load_extension()
+    results = {}
+    before = torch.get_num_threads()
+    try:
+        for threads, prefer in ((1, "1"), (2, "0"), (2, "1")):
+            torch.set_num_threads(threads)
+            monkeypatch.setenv("LSTM_CPU_PREFER_ROWS", prefer)
+            expected = "steps" if threads == 1 else {"0": "units", "1": "rows"}[prefer]
+            assert ext.lstm_split(B, H, H, False, 8) == expected
+            inputs = _grad_inputs(args)
+            with torch.no_grad():
+                inferred = cpu.lstm(*inputs)
+            outs = cpu.lstm(*inputs)
+            sum((o * (k + 1)).sum() for k, o in enumerate(outs)).backward()
+            grads = [a.grad for a in inputs if a is not None and a.is_floating_point()]
+            results[threads, prefer] = [*inferred, *(o.detach() for o in outs), *grads]
+    finally:
+        torch.set_num_threads(before)
+    one = results[1, "1"]
+    for other in (results[2, "0"], results[2, "1"]):
+        for a, b in zip(one, other):
+            assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize(
     "B,H,P",
     [(3, 20, 7), (2, 40, None), (32, 128, None), (32, 128, 96)],

@@ -171,6 +171,25 @@ inline bool split_rows(int64_t B, int64_t weight_bytes, int64_t row_bytes, int64
          step_threads(macs, 2) > 1;
 }
 
+// Experiment 22: where both splits apply (at least 8 rows a thread, and B * H under the rows'
+// pass minimum, so the units split would run), the rows split. The units split crosses a spin
+// barrier every step, the rows split none (each thread reads all of W_hh instead of its half).
+// A crossing costs 70-75 ns on the AVX-512 host, but 34-456 ns on the Zen 3 host, from one
+// minute to the next (its two vCPUs move between cores near and far), and there the rows split
+// measured level to 28% faster in training and level to 22% faster in inference at every shape
+// tried (docs/performance.md): a loop with no barrier does not depend on where the vCPUs sit.
+// LSTM_CPU_PREFER_ROWS=0 restores the units split there (read on every call, for A/B).
+inline bool prefer_rows() {
+  const char* v = std::getenv("LSTM_CPU_PREFER_ROWS");
+  return !v || std::atoi(v) != 0;
+}
+
+// How the threads share an LSTM time loop (the ISA copies' lstm_split decides).
+struct LstmSplit {
+  int64_t unit_panels;  // > 0: the hidden units, in panels of kPanel
+  bool by_rows;         // whole batch rows
+};
+
 // The per-step products read their weights in panels of kPanel<T> columns (64 bytes: two AVX
 // vectors or one AVX-512 vector, 16 floats or 8 doubles): W[K, N] as ceil(N / kPanel) blocks of
 // (K, kPanel), each contiguous, the last one zero-padded (recurrent.cpp's pack_panels; step_gemm
@@ -571,16 +590,29 @@ inline void lstm_pointwise_forward(int64_t n, int64_t stride, T* __restrict z,
   }
 }
 
+// How the threads share an LSTM time loop of B rows, H units and P outputs (forward and
+// backward alike): the hidden units (split_panels; unit_panels > 0), whole rows (split_rows),
+// or neither (the step's product forked over the team where large enough). Where both splits
+// apply, prefer_rows() picks (experiment 22).
+template <typename T>
+inline LstmSplit lstm_split(int64_t B, int64_t H, int64_t P, bool projected) {
+  const int64_t G = 4 * H;
+  const int64_t weight_bytes = (G * P + (projected ? H * P : 0)) * (int64_t)sizeof(T);
+  const bool rows = split_rows(B, weight_bytes, G * sizeof(T), B * G * P);
+  const int64_t unit_panels = split_panels<T>(B, H, B * G * P, projected);
+  if (unit_panels > 0 && !(rows && prefer_rows())) return {unit_panels, false};
+  return {0, rows};
+}
+
 template <typename T>
 void lstm_forward(const LstmForward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
-  // Where split_panels says so, each thread multiplies the panels of its units in all four gate
-  // blocks and runs those units' arithmetic, for the whole loop (forward_loop).
-  const int64_t unit_panels = split_panels<T>(B, H, B * G * P, a.w_hr_t != nullptr);
-  const bool by_units = unit_panels > 0;
-  // Else, where split_rows says so, each thread runs whole rows of the batch (rows_loop).
-  const int64_t weight_bytes = (G * P + (a.w_hr_t ? H * P : 0)) * (int64_t)sizeof(T);
-  const bool by_rows = !by_units && split_rows(B, weight_bytes, G * sizeof(T), B * G * P);
+  // Where the plan says so, each thread multiplies the panels of its units in all four gate
+  // blocks and runs those units' arithmetic, for the whole loop (forward_loop), or runs whole
+  // rows of the batch (rows_loop).
+  const LstmSplit plan = lstm_split<T>(B, H, P, a.w_hr_t != nullptr);
+  const int64_t unit_panels = plan.unit_panels;
+  const bool by_units = unit_panels > 0, by_rows = plan.by_rows;
   // Step t for rows [b0, b1), units [u0, u1): the product's columns of those units in the four
   // gate blocks (panels [q0, q1) of each), the gate arithmetic, the padding mask. Whole rows
   // (b0 = 0, b1 = B) or whole units (q0 = 0, q1 = every panel).
@@ -683,12 +715,11 @@ void lstm_backward(const LstmBackward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
   T* dh = a.dh;  // (B, P) gradient arriving at h_t
   T* dc = a.dc;  // (B, H) gradient arriving at C_t
-  // Units split as in the forward (split_panels; the barrier's place: backward_loop).
-  const int64_t unit_panels = split_panels<T>(B, H, B * G * P, a.w_hr != nullptr);
-  const bool by_units = unit_panels > 0;
-  // Else rows split as in the forward (split_rows): each thread its own rows, no barrier.
-  const int64_t weight_bytes = (G * P + (a.w_hr ? H * P : 0)) * (int64_t)sizeof(T);
-  const bool by_rows = !by_units && split_rows(B, weight_bytes, G * sizeof(T), B * G * P);
+  // Units or rows split as in the forward (lstm_split; the units' barrier: backward_loop; the
+  // rows: each thread its own rows, no barrier).
+  const LstmSplit plan = lstm_split<T>(B, H, P, a.w_hr != nullptr);
+  const int64_t unit_panels = plan.unit_panels;
+  const bool by_units = unit_panels > 0, by_rows = plan.by_rows;
   // Step t's gate gradients for rows [b0, b1), units [u0, u1) (and, with a projection, dh's
   // columns [0, P)): the arriving gradients, the mask, the pointwise pass.
   auto gate_gradients = [&](int64_t t, int64_t b0, int64_t b1, int64_t u0, int64_t u1) {

@@ -248,6 +248,16 @@ static MatmulFn onednn_matmul() {
 
 std::string gemm_library() { return onednn_matmul() ? "onednn" : "mkl"; }
 
+// Which split an LSTM time loop of this shape runs here (kernels.h, lstm_split): 'units',
+// 'rows', or 'steps' (no split for the whole loop: each step's product forked where large).
+std::string lstm_split_name(int64_t B, int64_t H, int64_t P, bool projected, int64_t itemsize) {
+  auto name = [](auto plan) -> std::string {
+    return plan.unit_panels > 0 ? "units" : plan.by_rows ? "rows" : "steps";
+  };
+  if (itemsize == 8) return name(LSTMK_CALL(lstm_split<double>, B, H, P, projected));
+  return name(LSTMK_CALL(lstm_split<float>, B, H, P, projected));
+}
+
 // The least multiply-adds a product needs to go to oneDNN (LSTM_CPU_ONEDNN_MIN, read on every
 // call so that one process can time both; default 2^22). Each call of mkldnn_matmul builds its
 // memory descriptors and looks up its primitive, about 10 us that MKL does not spend: a T=1,
@@ -868,6 +878,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("split_rows", &lstmk::split_rows,
         "whether the threads split a time loop of B rows by rows (weight bytes, bytes a row, "
         "multiply-adds a step)");
+  m.def("lstm_split", &lstmk::lstm_split_name,
+        "how the threads share an LSTM time loop (batch, hidden, proj, projected, itemsize): "
+        "'units', 'rows' or 'steps'");
   m.def("lstm_forward", &lstmk::lstm_forward);
   m.def("lstm_infer", &lstmk::lstm_infer);
   m.def("lstm_backward", &lstmk::lstm_backward);
