@@ -252,6 +252,24 @@ def test_threaded_steps_give_the_same_bits_as_one_thread(cell, B):
         assert torch.equal(one, two)
 
 
+def _lstm_everything(args):
+    """cpu.lstm's inference outputs, its training outputs and every input's gradient (of a sum
+    that weighs each output differently), as one list."""
+    inputs = _grad_inputs(args)
+    with torch.no_grad():
+        inferred = cpu.lstm(*inputs)
+    outs = cpu.lstm(*inputs)
+    sum((o * (k + 1)).sum() for k, o in enumerate(outs)).backward()
+    grads = [a.grad for a in inputs if a is not None and a.is_floating_point()]
+    return [*inferred, *(o.detach() for o in outs), *grads]
+
+
+def _assert_same_bits(one, *others):
+    for other in others:
+        for a, b in zip(one, other, strict=True):
+            assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("P", [None, 96])
 def test_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, P):
     """Experiment 20: with two threads and B=32 each thread runs 16 whole rows of the time loop
@@ -270,19 +288,10 @@ def test_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, P):
             assert ext.split_rows(32, weights, 512 * 8, 32 * 512 * (P or 128)) == (
                 threads == 2 and rows == "1"
             )
-            inputs = _grad_inputs(args)
-            with torch.no_grad():
-                inferred = cpu.lstm(*inputs)
-            outs = cpu.lstm(*inputs)
-            sum(o.sum() for o in outs).backward()
-            grads = [a.grad for a in inputs if a is not None and a.is_floating_point()]
-            results[threads, rows] = [*inferred, *(o.detach() for o in outs), *grads]
+            results[threads, rows] = _lstm_everything(args)
     finally:
         torch.set_num_threads(before)
-    one = results[1, "1"]
-    for other in (results[2, "0"], results[2, "1"]):
-        for a, b in zip(one, other):
-            assert torch.equal(a, b)
+    _assert_same_bits(results[1, "1"], results[2, "0"], results[2, "1"])
 
 
 @pytest.mark.parametrize("B,H", [(16, 64), (32, 64)])
@@ -300,19 +309,10 @@ def test_rows_split_is_preferred_to_the_units_split_and_both_give_the_same_bits(
             monkeypatch.setenv("LSTM_CPU_PREFER_ROWS", prefer)
             expected = "steps" if threads == 1 else {"0": "units", "1": "rows"}[prefer]
             assert ext.lstm_split(B, H, H, False, 8) == expected
-            inputs = _grad_inputs(args)
-            with torch.no_grad():
-                inferred = cpu.lstm(*inputs)
-            outs = cpu.lstm(*inputs)
-            sum((o * (k + 1)).sum() for k, o in enumerate(outs)).backward()
-            grads = [a.grad for a in inputs if a is not None and a.is_floating_point()]
-            results[threads, prefer] = [*inferred, *(o.detach() for o in outs), *grads]
+            results[threads, prefer] = _lstm_everything(args)
     finally:
         torch.set_num_threads(before)
-    one = results[1, "1"]
-    for other in (results[2, "0"], results[2, "1"]):
-        for a, b in zip(one, other):
-            assert torch.equal(a, b)
+    _assert_same_bits(results[1, "1"], results[2, "0"], results[2, "1"])
 
 
 @pytest.mark.parametrize(
