@@ -252,13 +252,13 @@ def test_threaded_steps_give_the_same_bits_as_one_thread(cell, B):
         assert torch.equal(one, two)
 
 
-def _lstm_everything(args):
-    """cpu.lstm's inference outputs, its training outputs and every input's gradient (of a sum
-    that weighs each output differently), as one list."""
+def _everything(fn, args):
+    """A cell's inference outputs (fn: cpu.lstm or cpu.gru), its training outputs and every
+    input's gradient (of a sum that weighs each output differently), as one list."""
     inputs = _grad_inputs(args)
     with torch.no_grad():
-        inferred = cpu.lstm(*inputs)
-    outs = cpu.lstm(*inputs)
+        inferred = fn(*inputs)
+    outs = fn(*inputs)
     sum((o * (k + 1)).sum() for k, o in enumerate(outs)).backward()
     grads = [a.grad for a in inputs if a is not None and a.is_floating_point()]
     return [*inferred, *(o.detach() for o in outs), *grads]
@@ -288,18 +288,47 @@ def test_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, P):
             assert ext.split_rows(32, weights, 512 * 8, 32 * 512 * (P or 128)) == (
                 threads == 2 and rows == "1"
             )
-            results[threads, rows] = _lstm_everything(args)
+            results[threads, rows] = _everything(cpu.lstm, args)
     finally:
         torch.set_num_threads(before)
     _assert_same_bits(results[1, "1"], results[2, "0"], results[2, "1"])
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_gru_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, bias):
+    """Experiment 23: with two threads and B=32, H=128 (B * H = 4096: no units split) each thread
+    runs 16 whole rows of the GRU's time loop (their product against every panel with b_hh,
+    their gate arithmetic; forward, inference and BPTT), with ragged lengths: the same bits as
+    one thread, and as the per-step forks (LSTM_CPU_BY_ROWS=0); and the values of the reference
+    loop."""
+    args = _gru_args(6, 32, 8, 128, bias=bias, ragged=True, seed=5)
+    ext = cpu.load_extension()
+    results = {}
+    before = torch.get_num_threads()
+    try:
+        for threads, rows in ((1, "1"), (2, "0"), (2, "1")):
+            torch.set_num_threads(threads)
+            monkeypatch.setenv("LSTM_CPU_BY_ROWS", rows)
+            expected = "rows" if (threads, rows) == (2, "1") else "steps"
+            assert ext.loop_split("gru", 32, 128, 128, False, 8) == expected
+            results[threads, rows] = _everything(cpu.gru, args)
+    finally:
+        torch.set_num_threads(before)
+    _assert_same_bits(results[1, "1"], results[2, "0"], results[2, "1"])
+    h_ref = reference.gru_loop(*args)[0]
+    torch.testing.assert_close(results[2, "1"][0], h_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("B,H", [(16, 64), (32, 64)])
-def test_rows_split_is_preferred_to_the_units_split_and_both_give_the_same_bits(monkeypatch, B, H):
-    """Experiment 22: where both splits apply (8 rows a thread or more, B * H under 4096), the
-    rows split runs (LSTM_CPU_PREFER_ROWS=0: the units split). Both give one thread's bits,
-    forward, inference and BPTT, with ragged lengths."""
-    args = _lstm_args(6, B, 8, H, None, ragged=True, seed=7)
+def test_rows_split_is_preferred_to_the_units_split_and_both_give_the_same_bits(
+    monkeypatch, cell, B, H
+):
+    """Experiments 22 and 23: where both splits apply (8 rows a thread or more, B * H under
+    4096), the rows split runs (LSTM_CPU_PREFER_ROWS=0: the units split), for the LSTM and the
+    GRU. Both give one thread's bits, forward, inference and BPTT, with ragged lengths."""
+    make = {"lstm": _lstm_args, "gru": _gru_args}[cell]
+    args = make(6, B, 8, H, ragged=True, seed=7)
     ext = cpu.load_extension()
     results = {}
     before = torch.get_num_threads()
@@ -308,8 +337,8 @@ def test_rows_split_is_preferred_to_the_units_split_and_both_give_the_same_bits(
             torch.set_num_threads(threads)
             monkeypatch.setenv("LSTM_CPU_PREFER_ROWS", prefer)
             expected = "steps" if threads == 1 else {"0": "units", "1": "rows"}[prefer]
-            assert ext.lstm_split(B, H, H, False, 8) == expected
-            results[threads, prefer] = _lstm_everything(args)
+            assert ext.loop_split(cell, B, H, H, False, 8) == expected
+            results[threads, prefer] = _everything(getattr(cpu, cell), args)
     finally:
         torch.set_num_threads(before)
     _assert_same_bits(results[1, "1"], results[2, "0"], results[2, "1"])

@@ -184,8 +184,8 @@ inline bool prefer_rows() {
   return !v || std::atoi(v) != 0;
 }
 
-// How the threads share an LSTM time loop (the ISA copies' lstm_split decides).
-struct LstmSplit {
+// How the threads share a time loop of the LSTM or the GRU (the ISA copies' loop_split decides).
+struct LoopSplit {
   int64_t unit_panels;  // > 0: the hidden units, in panels of kPanel
   bool by_rows;         // whole batch rows
 };
@@ -464,6 +464,21 @@ inline int64_t split_panels(int64_t B, int64_t H, int64_t macs, bool projected) 
   return split ? panels : 0;
 }
 
+// How the threads share a time loop of B rows, H units, G = blocks * H pre-activations a row
+// and P outputs (the LSTM: 4 blocks; the GRU: 3, P = H), forward and backward alike: the hidden
+// units (split_panels; unit_panels > 0), whole rows (split_rows), or neither (the step's
+// product forked over the team where large enough). Where both splits apply, prefer_rows()
+// picks (experiment 22).
+template <typename T>
+inline LoopSplit loop_split(int64_t B, int64_t H, int64_t blocks, int64_t P, bool projected) {
+  const int64_t G = blocks * H;
+  const int64_t weight_bytes = (G * P + (projected ? H * P : 0)) * (int64_t)sizeof(T);
+  const bool rows = split_rows(B, weight_bytes, G * sizeof(T), B * G * P);
+  const int64_t unit_panels = split_panels<T>(B, H, B * G * P, projected);
+  if (unit_panels > 0 && !(rows && prefer_rows())) return {unit_panels, false};
+  return {0, rows};
+}
+
 // The rows of a step's pointwise pass: on this thread when the units are split (each thread runs
 // its own units of every row), else over the team where rows_in_parallel says so.
 template <typename Row>
@@ -590,27 +605,13 @@ inline void lstm_pointwise_forward(int64_t n, int64_t stride, T* __restrict z,
   }
 }
 
-// How the threads share an LSTM time loop of B rows, H units and P outputs (forward and
-// backward alike): the hidden units (split_panels; unit_panels > 0), whole rows (split_rows),
-// or neither (the step's product forked over the team where large enough). Where both splits
-// apply, prefer_rows() picks (experiment 22).
-template <typename T>
-inline LstmSplit lstm_split(int64_t B, int64_t H, int64_t P, bool projected) {
-  const int64_t G = 4 * H;
-  const int64_t weight_bytes = (G * P + (projected ? H * P : 0)) * (int64_t)sizeof(T);
-  const bool rows = split_rows(B, weight_bytes, G * sizeof(T), B * G * P);
-  const int64_t unit_panels = split_panels<T>(B, H, B * G * P, projected);
-  if (unit_panels > 0 && !(rows && prefer_rows())) return {unit_panels, false};
-  return {0, rows};
-}
-
 template <typename T>
 void lstm_forward(const LstmForward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
   // Where the plan says so, each thread multiplies the panels of its units in all four gate
   // blocks and runs those units' arithmetic, for the whole loop (forward_loop), or runs whole
   // rows of the batch (rows_loop).
-  const LstmSplit plan = lstm_split<T>(B, H, P, a.w_hr_t != nullptr);
+  const LoopSplit plan = loop_split<T>(B, H, 4, P, a.w_hr_t != nullptr);
   const int64_t unit_panels = plan.unit_panels;
   const bool by_units = unit_panels > 0, by_rows = plan.by_rows;
   // Step t for rows [b0, b1), units [u0, u1): the product's columns of those units in the four
@@ -715,9 +716,9 @@ void lstm_backward(const LstmBackward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, P = a.proj, G = 4 * H;
   T* dh = a.dh;  // (B, P) gradient arriving at h_t
   T* dc = a.dc;  // (B, H) gradient arriving at C_t
-  // Units or rows split as in the forward (lstm_split; the units' barrier: backward_loop; the
+  // Units or rows split as in the forward (loop_split; the units' barrier: backward_loop; the
   // rows: each thread its own rows, no barrier).
-  const LstmSplit plan = lstm_split<T>(B, H, P, a.w_hr != nullptr);
+  const LoopSplit plan = loop_split<T>(B, H, 4, P, a.w_hr != nullptr);
   const int64_t unit_panels = plan.unit_panels;
   const bool by_units = unit_panels > 0, by_rows = plan.by_rows;
   // Step t's gate gradients for rows [b0, b1), units [u0, u1) (and, with a projection, dh's
@@ -853,23 +854,29 @@ inline void gru_pointwise_forward(int64_t n_units, int64_t H, T* __restrict gx,
 template <typename T>
 void gru_forward(const GruForward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, G = 3 * H;
-  // Where split_panels says so, each thread runs its units' columns in the three gate blocks
-  // and their gate arithmetic, for the whole loop (forward_loop).
-  const int64_t unit_panels = split_panels<T>(B, H, B * G * H, false);
-  const bool by_units = unit_panels > 0;
-  auto step = [&](int64_t t, int64_t q0, int64_t q1) {
+  // Where the plan says so, each thread runs its units' columns in the three gate blocks and
+  // their gate arithmetic, for the whole loop (forward_loop), or whole rows of the batch
+  // (rows_loop; experiment 23).
+  const LoopSplit plan = loop_split<T>(B, H, 3, H, false);
+  const int64_t unit_panels = plan.unit_panels;
+  const bool by_units = unit_panels > 0, by_rows = plan.by_rows;
+  // Step t for rows [b0, b1), units of panels [q0, q1): whole rows or whole units.
+  auto step = [&](int64_t t, int64_t b0, int64_t b1, int64_t q0, int64_t q1) {
     const T* h_prev = t == 0 ? a.h0 : a.h_all + (t - 1) * B * H;
     T* gx = a.gates + t * B * G;
     T* h = a.h_all + t * B * H;
     const int64_t u0 = std::min(H, q0 * kPanel<T>), u1 = std::min(H, q1 * kPanel<T>);
     if (a.b_hh)
-      for (int64_t b = 0; b < B; ++b)
+      for (int64_t b = b0; b < b1; ++b)
         for (int64_t g = 0; g < 3; ++g)
           for (int64_t j = u0; j < u1; ++j) a.gh[b * G + g * H + j] = a.b_hh[g * H + j];
     if (by_units) {
       for (int64_t g = 0; g < 3; ++g)  // gh = h W_hh^T + b_hh, these units' columns
         panel_range<T>(B, G, H, h_prev, a.w_hh_t, a.b_hh != nullptr, a.gh,
                        g * unit_panels + q0, g * unit_panels + q1);
+    } else if (by_rows) {  // these rows, every column
+      panel_range<T>(b1 - b0, G, H, h_prev + b0 * H, a.w_hh_t, a.b_hh != nullptr,
+                     a.gh + b0 * G, 0, (G + kPanel<T> - 1) / kPanel<T>);
     } else {
       step_gemm<T>(B, G, H, h_prev, a.w_hh_t, a.b_hh != nullptr, a.gh);
     }
@@ -885,9 +892,17 @@ void gru_forward(const GruForward<T>& a) {
       if (m && !m[b])
         for (int64_t j = u0; j < u1; ++j) h[b * H + j] = h_prev[b * H + j];
     };
-    each_row(B, H, by_units, row);
+    if (by_rows)
+      for (int64_t b = b0; b < b1; ++b) row(b);
+    else
+      each_row(B, H, by_units, row);
   };
-  forward_loop<T>(a.steps, H, unit_panels, step);
+  const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
+  if (by_rows)
+    rows_loop(a.steps, B, [&](int64_t t, int64_t b0, int64_t b1) { step(t, b0, b1, 0, all); });
+  else
+    forward_loop<T>(a.steps, H, unit_panels,
+                    [&](int64_t t, int64_t q0, int64_t q1) { step(t, 0, B, q0, q1); });
 }
 
 // One row of the GRU step's backward (see lstm/bptt.py), units [0, n) with gate blocks `H` apart
@@ -928,13 +943,16 @@ template <typename T>
 void gru_backward(const GruBackward<T>& a) {
   const int64_t B = a.batch, H = a.hidden, G = 3 * H;
   T* dh = a.dh;
-  // Units split as in the forward (split_panels; the barrier's place: backward_loop).
-  const int64_t unit_panels = split_panels<T>(B, H, B * G * H, false);
-  const bool by_units = unit_panels > 0;
-  auto gate_gradients = [&](int64_t t, int64_t u0, int64_t u1) {
+  // Units or rows split as in the forward (loop_split; the units' barrier: backward_loop; the
+  // rows: each thread its own rows, no barrier).
+  const LoopSplit plan = loop_split<T>(B, H, 3, H, false);
+  const int64_t unit_panels = plan.unit_panels;
+  const bool by_units = unit_panels > 0, by_rows = plan.by_rows;
+  // Step t's gate gradients for rows [b0, b1), units [u0, u1).
+  auto gate_gradients = [&](int64_t t, int64_t b0, int64_t b1, int64_t u0, int64_t u1) {
     if (a.grad_h) {
       const T* g = a.grad_h + t * B * H;
-      for (int64_t b = 0; b < B; ++b)
+      for (int64_t b = b0; b < b1; ++b)
         for (int64_t j = u0; j < u1; ++j) dh[b * H + j] += g[b * H + j];
     }
     const bool* m = a.mask ? a.mask + t * B : nullptr;
@@ -954,20 +972,37 @@ void gru_backward(const GruBackward<T>& a) {
         gru_pointwise_backward<T, false>(u1 - u0, H, real, gates + q, h_prev + o, ghn + o,
                                          dh + o, nullptr, dgx + q, dgh + q, a.dh_next + o);
     };
-    each_row(B, H, by_units, row);
+    if (by_rows)
+      for (int64_t b = b0; b < b1; ++b) row(b);
+    else
+      each_row(B, H, by_units, row);
   };
-  // dh_{t-1} = d_gh W_hh + (direct path), columns (panels) [q0, q1).
-  auto state_gradient = [&](int64_t t, int64_t q0, int64_t q1) {
+  // dh_{t-1} = d_gh W_hh + (direct path), rows [b0, b1), columns (panels) [q0, q1).
+  auto state_gradient = [&](int64_t t, int64_t b0, int64_t b1, int64_t q0, int64_t q1) {
     const T* dgh = a.d_gh + t * B * G;
     const int64_t u0 = std::min(H, q0 * kPanel<T>), u1 = std::min(H, q1 * kPanel<T>);
-    for (int64_t b = 0; b < B; ++b)
+    for (int64_t b = b0; b < b1; ++b)
       for (int64_t j = u0; j < u1; ++j) dh[b * H + j] = a.dh_next[b * H + j];
     if (by_units)
       panel_range<T>(B, H, G, dgh, a.w_hh, true, dh, q0, q1);
+    else if (by_rows)
+      panel_range<T>(b1 - b0, H, G, dgh + b0 * G, a.w_hh, true, dh + b0 * H, q0, q1);
     else
       step_gemm<T>(B, H, G, dgh, a.w_hh, true, dh);
   };
-  backward_loop<T>(a.steps, H, H, unit_panels, gate_gradients, state_gradient);
+  const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
+  if (by_rows) {  // from the last step to the first, each thread its rows
+    rows_loop(a.steps, B, [&](int64_t k, int64_t b0, int64_t b1) {
+      const int64_t t = a.steps - 1 - k;
+      gate_gradients(t, b0, b1, 0, H);
+      state_gradient(t, b0, b1, 0, all);
+    });
+  } else {
+    backward_loop<T>(
+        a.steps, H, H, unit_panels,
+        [&](int64_t t, int64_t u0, int64_t u1) { gate_gradients(t, 0, B, u0, u1); },
+        [&](int64_t t, int64_t q0, int64_t q1) { state_gradient(t, 0, B, q0, q1); });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -248,14 +248,18 @@ static MatmulFn onednn_matmul() {
 
 std::string gemm_library() { return onednn_matmul() ? "onednn" : "mkl"; }
 
-// Which split an LSTM time loop of this shape runs here (kernels.h, lstm_split): 'units',
-// 'rows', or 'steps' (no split for the whole loop: each step's product forked where large).
-std::string lstm_split_name(int64_t B, int64_t H, int64_t P, bool projected, int64_t itemsize) {
-  auto name = [](auto plan) -> std::string {
-    return plan.unit_panels > 0 ? "units" : plan.by_rows ? "rows" : "steps";
-  };
-  if (itemsize == 8) return name(LSTMK_CALL(lstm_split<double>, B, H, P, projected));
-  return name(LSTMK_CALL(lstm_split<float>, B, H, P, projected));
+// Which split a time loop of this cell ('lstm' or 'gru') and shape runs here (kernels.h,
+// loop_split): 'units', 'rows', or 'steps' (no split for the whole loop: each step's product
+// forked where large).
+std::string loop_split_name(const std::string& cell, int64_t B, int64_t H, int64_t P,
+                            bool projected, int64_t itemsize) {
+  TORCH_CHECK(cell == "lstm" || cell == "gru", "loop_split: cell must be 'lstm' or 'gru', got '",
+              cell, "'");
+  const int64_t blocks = cell == "lstm" ? 4 : 3;
+  const LoopSplit plan = itemsize == 8
+                             ? LSTMK_CALL(loop_split<double>, B, H, blocks, P, projected)
+                             : LSTMK_CALL(loop_split<float>, B, H, blocks, P, projected);
+  return plan.unit_panels > 0 ? "units" : plan.by_rows ? "rows" : "steps";
 }
 
 // The least multiply-adds a product needs to go to oneDNN (LSTM_CPU_ONEDNN_MIN, read on every
@@ -878,9 +882,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("split_rows", &lstmk::split_rows,
         "whether the threads split a time loop of B rows by rows (weight bytes, bytes a row, "
         "multiply-adds a step)");
-  m.def("lstm_split", &lstmk::lstm_split_name,
-        "how the threads share an LSTM time loop (batch, hidden, proj, projected, itemsize): "
-        "'units', 'rows' or 'steps'");
+  m.def("loop_split", &lstmk::loop_split_name,
+        "how the threads share a time loop (cell 'lstm' or 'gru', batch, hidden, proj, "
+        "projected, itemsize): 'units', 'rows' or 'steps'");
   m.def("lstm_forward", &lstmk::lstm_forward);
   m.def("lstm_infer", &lstmk::lstm_infer);
   m.def("lstm_backward", &lstmk::lstm_backward);
