@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("T", type=int)
     parser.add_argument("shapes", nargs="+", help="BxH, e.g. 16x64")
     parser.add_argument("--mode", choices=["inference", "training"], default="inference")
-    parser.add_argument("--cell", choices=["LSTM", "GRU"], default="LSTM")
+    parser.add_argument("--cell", choices=["LSTM", "GRU", "RNN"], default="LSTM")
     parser.add_argument("--budget", type=float, default=3.0, help="seconds per shape")
     parser.add_argument("--name", default="cpu_toggle", help="results file name")
     args = parser.parse_args()

@@ -253,12 +253,13 @@ def test_threaded_steps_give_the_same_bits_as_one_thread(cell, B):
 
 
 def _everything(fn, args):
-    """A cell's inference outputs (fn: cpu.lstm or cpu.gru), its training outputs and every
-    input's gradient (of a sum that weighs each output differently), as one list."""
+    """A cell's inference outputs (fn: cpu.lstm, cpu.gru or cpu.rnn), its training outputs and
+    every input's gradient (of a sum that weighs each output differently), as one list."""
     inputs = _grad_inputs(args)
     with torch.no_grad():
         inferred = fn(*inputs)
     outs = fn(*inputs)
+    inferred, outs = (o if isinstance(o, tuple) else (o,) for o in (inferred, outs))
     sum((o * (k + 1)).sum() for k, o in enumerate(outs)).backward()
     grads = [a.grad for a in inputs if a is not None and a.is_floating_point()]
     return [*inferred, *(o.detach() for o in outs), *grads]
@@ -316,6 +317,34 @@ def test_gru_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, bias):
         torch.set_num_threads(before)
     _assert_same_bits(results[1, "1"], results[2, "0"], results[2, "1"])
     h_ref = reference.gru_loop(*args)[0]
+    torch.testing.assert_close(results[2, "1"][0], h_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_rnn_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, nonlinearity):
+    """Experiment 24: with two threads and B=32, H=64, each thread runs 16 whole rows of the
+    plain RNN's time loop (forward, inference and BPTT), with ragged lengths: the same bits as
+    one thread, and as the per-step forks (LSTM_CPU_BY_ROWS=0); and the reference's values."""
+    args = _rnn_args(6, 32, 8, 64, ragged=True, seed=5)
+    ext = cpu.load_extension()
+
+    def fn(*inputs):
+        return cpu.rnn(*inputs, nonlinearity=nonlinearity)
+
+    results = {}
+    before = torch.get_num_threads()
+    try:
+        for threads, rows in ((1, "1"), (2, "0"), (2, "1")):
+            torch.set_num_threads(threads)
+            monkeypatch.setenv("LSTM_CPU_BY_ROWS", rows)
+            assert ext.split_rows(32, 64 * 64 * 8, 64 * 8, 32 * 64 * 64) == (
+                (threads, rows) == (2, "1")
+            )
+            results[threads, rows] = _everything(fn, args)
+    finally:
+        torch.set_num_threads(before)
+    _assert_same_bits(results[1, "1"], results[2, "0"], results[2, "1"])
+    h_ref = reference.rnn_loop(*args, nonlinearity)
     torch.testing.assert_close(results[2, "1"][0], h_ref, rtol=0, atol=1e-12)
 
 

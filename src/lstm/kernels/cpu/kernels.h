@@ -1009,27 +1009,44 @@ void gru_backward(const GruBackward<T>& a) {
 // Plain RNN (tanh or relu)
 // ---------------------------------------------------------------------------------------------
 
+// Whether the threads split the RNN's time loop by rows (split_rows: from 8 rows a thread, W_hh
+// (H x H) and the rows' step within about a core's L2), forward and backward alike (experiment
+// 24); else each step's product is forked over the team where large enough.
+template <typename T>
+inline bool rnn_by_rows(int64_t B, int64_t H) {
+  return split_rows(B, H * H * (int64_t)sizeof(T), H * sizeof(T), B * H * H);
+}
+
 template <typename T>
 void rnn_forward(int64_t steps, int64_t B, int64_t H, T* pre /* (T, B, H) x W_ih^T + b */,
                  const T* w_hh_t /* (H, H), in panels */, const T* h0, const bool* mask, bool relu,
                  T* h_all /* (T, B, H) */) {
-  for (int64_t t = 0; t < steps; ++t) {
+  const bool by_rows = rnn_by_rows<T>(B, H);
+  const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
+  // Step t for rows [b0, b1): z += h_{t-1} W_hh^T, then h = tanh(z) or relu(z), the mask.
+  auto step = [&](int64_t t, int64_t b0, int64_t b1) {
     const T* h_prev = t == 0 ? h0 : h_all + (t - 1) * B * H;
     T* z = pre + t * B * H;
     T* h = h_all + t * B * H;
-    step_gemm<T>(B, H, H, h_prev, w_hh_t, true, z);
-    const int64_t n = B * H;
+    if (by_rows)
+      panel_range<T>(b1 - b0, H, H, h_prev + b0 * H, w_hh_t, true, z + b0 * H, 0, all);
+    else
+      step_gemm<T>(B, H, H, h_prev, w_hh_t, true, z);
     if (relu) {
-      for (int64_t k = 0; k < n; ++k) h[k] = z[k] > T(0) ? z[k] : T(0);
+      for (int64_t k = b0 * H; k < b1 * H; ++k) h[k] = z[k] > T(0) ? z[k] : T(0);
     } else {
-      for (int64_t k = 0; k < n; ++k) h[k] = Act<T>::tanh(z[k]);
+      for (int64_t k = b0 * H; k < b1 * H; ++k) h[k] = Act<T>::tanh(z[k]);
     }
     const bool* m = mask ? mask + t * B : nullptr;
     if (m)
-      for (int64_t b = 0; b < B; ++b)
+      for (int64_t b = b0; b < b1; ++b)
         if (!m[b])
           for (int64_t j = 0; j < H; ++j) h[b * H + j] = h_prev[b * H + j];
-  }
+  };
+  if (by_rows)
+    rows_loop(steps, B, step);
+  else
+    for (int64_t t = 0; t < steps; ++t) step(t, 0, B);
 }
 
 template <typename T>
@@ -1037,14 +1054,17 @@ void rnn_backward(int64_t steps, int64_t B, int64_t H, const T* h_all, const T* 
                   const bool* mask, bool relu, const T* grad_h /* (T, B, H) or nullptr */,
                   T* d_pre /* (T, B, H) out */, T* dh /* (B, H) in zeros, out dh0 */,
                   T* dh_skip /* (B, H) scratch */) {
-  for (int64_t t = steps - 1; t >= 0; --t) {
+  const bool by_rows = rnn_by_rows<T>(B, H);
+  const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
+  // Step t for rows [b0, b1): dz = dh * act'(z) (padding rows: 0, their dh skips the step),
+  // then dh_{t-1} = dz W_hh (+ the skip).
+  auto step = [&](int64_t t, int64_t b0, int64_t b1) {
     if (grad_h)
-      for (int64_t k = 0; k < B * H; ++k) dh[k] += grad_h[t * B * H + k];
+      for (int64_t k = b0 * H; k < b1 * H; ++k) dh[k] += grad_h[t * B * H + k];
     const bool* m = mask ? mask + t * B : nullptr;
     const T* h = h_all + t * B * H;
     T* dz = d_pre + t * B * H;
-#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
-    for (int64_t b = 0; b < B; ++b) {
+    auto row = [&](int64_t b) {
       const T scale = (!m || m[b]) ? T(1) : T(0);
       for (int64_t j = 0; j < H; ++j) {
         const int64_t k = b * H + j;
@@ -1052,10 +1072,23 @@ void rnn_backward(int64_t steps, int64_t B, int64_t H, const T* h_all, const T* 
         dz[k] = dh[k] * scale * d_act;
         dh_skip[k] = dh[k] * (T(1) - scale);
       }
+    };
+    if (by_rows) {
+      for (int64_t b = b0; b < b1; ++b) row(b);
+    } else {
+#pragma omp parallel for schedule(static) if (rows_in_parallel(B, H))
+      for (int64_t b = 0; b < B; ++b) row(b);
     }
-    for (int64_t k = 0; k < B * H; ++k) dh[k] = dh_skip[k];
-    step_gemm<T>(B, H, H, dz, w_hh, true, dh);  // dh_{t-1} = dz W_hh (+ the skip)
-  }
+    for (int64_t k = b0 * H; k < b1 * H; ++k) dh[k] = dh_skip[k];
+    if (by_rows)
+      panel_range<T>(b1 - b0, H, H, dz + b0 * H, w_hh, true, dh + b0 * H, 0, all);
+    else
+      step_gemm<T>(B, H, H, dz, w_hh, true, dh);
+  };
+  if (by_rows)
+    rows_loop(steps, B, [&](int64_t k, int64_t b0, int64_t b1) { step(steps - 1 - k, b0, b1); });
+  else
+    for (int64_t t = steps - 1; t >= 0; --t) step(t, 0, B);
 }
 
 }  // namespace LSTMK_ISA
