@@ -271,6 +271,22 @@ def _assert_same_bits(one, *others):
             assert torch.equal(a, b)
 
 
+def _same_bits_on_one_and_two_threads(monkeypatch, variable, run):
+    """run(threads, value) on one thread with `variable` at "1", then on two with it at "0" and
+    at "1": the three results must be the same bits. Returns the last (two threads, "1")."""
+    results = {}
+    before = torch.get_num_threads()
+    try:
+        for threads, value in ((1, "1"), (2, "0"), (2, "1")):
+            torch.set_num_threads(threads)
+            monkeypatch.setenv(variable, value)
+            results[threads, value] = run(threads, value)
+    finally:
+        torch.set_num_threads(before)
+    _assert_same_bits(results[1, "1"], results[2, "0"], results[2, "1"])
+    return results[2, "1"]
+
+
 @pytest.mark.parametrize("P", [None, 96])
 def test_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, P):
     """Experiment 20: with two threads and B=32 each thread runs 16 whole rows of the time loop
@@ -279,20 +295,14 @@ def test_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, P):
     (LSTM_CPU_BY_ROWS=0)."""
     args = _lstm_args(6, 32, 8, 128, P, ragged=True, seed=5)
     ext = cpu.load_extension()
-    results = {}
-    before = torch.get_num_threads()
-    try:
-        for threads, rows in ((1, "1"), (2, "0"), (2, "1")):
-            torch.set_num_threads(threads)
-            monkeypatch.setenv("LSTM_CPU_BY_ROWS", rows)
-            weights = (512 * (P or 128) + (128 * P if P else 0)) * 8
-            assert ext.split_rows(32, weights, 512 * 8, 32 * 512 * (P or 128)) == (
-                threads == 2 and rows == "1"
-            )
-            results[threads, rows] = _everything(cpu.lstm, args)
-    finally:
-        torch.set_num_threads(before)
-    _assert_same_bits(results[1, "1"], results[2, "0"], results[2, "1"])
+    weights = (512 * (P or 128) + (128 * P if P else 0)) * 8
+
+    def run(threads, rows):
+        split = ext.split_rows(32, weights, 512 * 8, 32 * 512 * (P or 128))
+        assert split == (threads == 2 and rows == "1")
+        return _everything(cpu.lstm, args)
+
+    _same_bits_on_one_and_two_threads(monkeypatch, "LSTM_CPU_BY_ROWS", run)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -304,20 +314,15 @@ def test_gru_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, bias):
     loop."""
     args = _gru_args(6, 32, 8, 128, bias=bias, ragged=True, seed=5)
     ext = cpu.load_extension()
-    results = {}
-    before = torch.get_num_threads()
-    try:
-        for threads, rows in ((1, "1"), (2, "0"), (2, "1")):
-            torch.set_num_threads(threads)
-            monkeypatch.setenv("LSTM_CPU_BY_ROWS", rows)
-            expected = "rows" if (threads, rows) == (2, "1") else "steps"
-            assert ext.loop_split("gru", 32, 128, 128, False, 8) == expected
-            results[threads, rows] = _everything(cpu.gru, args)
-    finally:
-        torch.set_num_threads(before)
-    _assert_same_bits(results[1, "1"], results[2, "0"], results[2, "1"])
+
+    def run(threads, rows):
+        expected = "rows" if (threads, rows) == (2, "1") else "steps"
+        assert ext.loop_split("gru", 32, 128, 128, False, 8) == expected
+        return _everything(cpu.gru, args)
+
+    by_rows = _same_bits_on_one_and_two_threads(monkeypatch, "LSTM_CPU_BY_ROWS", run)
     h_ref = reference.gru_loop(*args)[0]
-    torch.testing.assert_close(results[2, "1"][0], h_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(by_rows[0], h_ref, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
@@ -331,21 +336,14 @@ def test_rnn_rows_split_gives_the_same_bits_as_one_thread(monkeypatch, nonlinear
     def fn(*inputs):
         return cpu.rnn(*inputs, nonlinearity=nonlinearity)
 
-    results = {}
-    before = torch.get_num_threads()
-    try:
-        for threads, rows in ((1, "1"), (2, "0"), (2, "1")):
-            torch.set_num_threads(threads)
-            monkeypatch.setenv("LSTM_CPU_BY_ROWS", rows)
-            assert ext.split_rows(32, 64 * 64 * 8, 64 * 8, 32 * 64 * 64) == (
-                (threads, rows) == (2, "1")
-            )
-            results[threads, rows] = _everything(fn, args)
-    finally:
-        torch.set_num_threads(before)
-    _assert_same_bits(results[1, "1"], results[2, "0"], results[2, "1"])
+    def run(threads, rows):
+        split = ext.split_rows(32, 64 * 64 * 8, 64 * 8, 32 * 64 * 64)
+        assert split == ((threads, rows) == (2, "1"))
+        return _everything(fn, args)
+
+    by_rows = _same_bits_on_one_and_two_threads(monkeypatch, "LSTM_CPU_BY_ROWS", run)
     h_ref = reference.rnn_loop(*args, nonlinearity)
-    torch.testing.assert_close(results[2, "1"][0], h_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(by_rows[0], h_ref, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -359,18 +357,13 @@ def test_rows_split_is_preferred_to_the_units_split_and_both_give_the_same_bits(
     make = {"lstm": _lstm_args, "gru": _gru_args}[cell]
     args = make(6, B, 8, H, ragged=True, seed=7)
     ext = cpu.load_extension()
-    results = {}
-    before = torch.get_num_threads()
-    try:
-        for threads, prefer in ((1, "1"), (2, "0"), (2, "1")):
-            torch.set_num_threads(threads)
-            monkeypatch.setenv("LSTM_CPU_PREFER_ROWS", prefer)
-            expected = "steps" if threads == 1 else {"0": "units", "1": "rows"}[prefer]
-            assert ext.loop_split(cell, B, H, H, False, 8) == expected
-            results[threads, prefer] = _everything(getattr(cpu, cell), args)
-    finally:
-        torch.set_num_threads(before)
-    _assert_same_bits(results[1, "1"], results[2, "0"], results[2, "1"])
+
+    def run(threads, prefer):
+        expected = "steps" if threads == 1 else {"0": "units", "1": "rows"}[prefer]
+        assert ext.loop_split(cell, B, H, H, False, 8) == expected
+        return _everything(getattr(cpu, cell), args)
+
+    _same_bits_on_one_and_two_threads(monkeypatch, "LSTM_CPU_PREFER_ROWS", run)
 
 
 @pytest.mark.parametrize(

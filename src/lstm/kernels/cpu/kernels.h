@@ -564,6 +564,39 @@ inline void backward_loop(int64_t steps, int64_t H, int64_t P, int64_t unit_pane
   }
 }
 
+// A cell's forward and backward time loops as the plan says (loop_split): whole rows per thread
+// (rows_loop, every unit: u0 = 0, u1 = H; panels [0, all of the P outputs)), or the units split
+// or serial loops (forward_loop, backward_loop: every row, b0 = 0, b1 = B).
+// step(t, b0, b1, q0, q1); gates(t, b0, b1, u0, u1); state(t, b0, b1, q0, q1).
+template <typename T, typename Step>
+inline void planned_forward(int64_t steps, int64_t B, int64_t H, const LoopSplit& plan,
+                            Step&& step) {
+  if (plan.by_rows) {
+    const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
+    rows_loop(steps, B, [&](int64_t t, int64_t b0, int64_t b1) { step(t, b0, b1, 0, all); });
+  } else {
+    forward_loop<T>(steps, H, plan.unit_panels,
+                    [&](int64_t t, int64_t q0, int64_t q1) { step(t, 0, B, q0, q1); });
+  }
+}
+template <typename T, typename Gates, typename State>
+inline void planned_backward(int64_t steps, int64_t B, int64_t H, int64_t P,
+                             const LoopSplit& plan, Gates&& gates, State&& state) {
+  if (plan.by_rows) {  // from the last step to the first, each thread its rows
+    const int64_t all = (P + kPanel<T> - 1) / kPanel<T>;
+    rows_loop(steps, B, [&](int64_t k, int64_t b0, int64_t b1) {
+      const int64_t t = steps - 1 - k;
+      gates(t, b0, b1, 0, H);
+      state(t, b0, b1, 0, all);
+    });
+  } else {
+    backward_loop<T>(
+        steps, H, P, plan.unit_panels,
+        [&](int64_t t, int64_t u0, int64_t u1) { gates(t, 0, B, u0, u1); },
+        [&](int64_t t, int64_t q0, int64_t q1) { state(t, 0, B, q0, q1); });
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // LSTM (the arguments and the variants: see LstmForward above)
 // ---------------------------------------------------------------------------------------------
@@ -668,13 +701,7 @@ void lstm_forward(const LstmForward<T>& a) {
       }
     }
   };
-  if (by_rows) {
-    const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
-    rows_loop(a.steps, B, [&](int64_t t, int64_t b0, int64_t b1) { step(t, b0, b1, 0, all); });
-  } else {
-    forward_loop<T>(a.steps, H, unit_panels,
-                    [&](int64_t t, int64_t q0, int64_t q1) { step(t, 0, B, q0, q1); });
-  }
+  planned_forward<T>(a.steps, B, H, plan, step);
 }
 
 // One row of the step's backward: dh (H, unprojected) and dc (H, in/out: dC_t -> dC_{t-1}),
@@ -814,19 +841,7 @@ void lstm_backward(const LstmBackward<T>& a) {
       }
     }
   };
-  if (by_rows) {  // from the last step to the first, each thread its rows
-    const int64_t all = (P + kPanel<T> - 1) / kPanel<T>;
-    rows_loop(a.steps, B, [&](int64_t k, int64_t b0, int64_t b1) {
-      const int64_t t = a.steps - 1 - k;
-      gate_gradients(t, b0, b1, 0, H);
-      state_gradient(t, b0, b1, 0, all);
-    });
-  } else {
-    backward_loop<T>(
-        a.steps, H, P, unit_panels,
-        [&](int64_t t, int64_t u0, int64_t u1) { gate_gradients(t, 0, B, u0, u1); },
-        [&](int64_t t, int64_t q0, int64_t q1) { state_gradient(t, 0, B, q0, q1); });
-  }
+  planned_backward<T>(a.steps, B, H, P, plan, gate_gradients, state_gradient);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -897,12 +912,7 @@ void gru_forward(const GruForward<T>& a) {
     else
       each_row(B, H, by_units, row);
   };
-  const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
-  if (by_rows)
-    rows_loop(a.steps, B, [&](int64_t t, int64_t b0, int64_t b1) { step(t, b0, b1, 0, all); });
-  else
-    forward_loop<T>(a.steps, H, unit_panels,
-                    [&](int64_t t, int64_t q0, int64_t q1) { step(t, 0, B, q0, q1); });
+  planned_forward<T>(a.steps, B, H, plan, step);
 }
 
 // One row of the GRU step's backward (see lstm/bptt.py), units [0, n) with gate blocks `H` apart
@@ -990,19 +1000,7 @@ void gru_backward(const GruBackward<T>& a) {
     else
       step_gemm<T>(B, H, G, dgh, a.w_hh, true, dh);
   };
-  const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
-  if (by_rows) {  // from the last step to the first, each thread its rows
-    rows_loop(a.steps, B, [&](int64_t k, int64_t b0, int64_t b1) {
-      const int64_t t = a.steps - 1 - k;
-      gate_gradients(t, b0, b1, 0, H);
-      state_gradient(t, b0, b1, 0, all);
-    });
-  } else {
-    backward_loop<T>(
-        a.steps, H, H, unit_panels,
-        [&](int64_t t, int64_t u0, int64_t u1) { gate_gradients(t, 0, B, u0, u1); },
-        [&](int64_t t, int64_t q0, int64_t q1) { state_gradient(t, 0, B, q0, q1); });
-  }
+  planned_backward<T>(a.steps, B, H, H, plan, gate_gradients, state_gradient);
 }
 
 // ---------------------------------------------------------------------------------------------
