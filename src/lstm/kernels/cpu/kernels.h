@@ -158,9 +158,10 @@ inline int64_t rows_bytes_max() {
   return (v ? std::atoll(v) : int64_t(1088)) << 10;
 }
 
-// Whether the threads split the batch rows of a forward time loop (experiment 20): each thread
-// owns whole rows for the whole loop, their product against every panel and their gate
-// arithmetic; a row's step reads only its own h_{t-1}, so the threads never wait on each other.
+// Whether the threads split the batch rows of a time loop (experiment 20; the LSTM, the GRU and
+// the plain RNN, forward and backward: rows_split below): each thread owns whole rows for the
+// whole loop, their product against every panel and their gate arithmetic; a row's step reads
+// only its own h_{t-1} (or dh_t), so the threads never wait on each other.
 // From at least 8 rows a thread, a step of at least step_threads()'s minimum of multiply-adds
 // (`macs`), a thread's working set (the weights, `weight_bytes`, and `row_bytes` of each of its
 // rows) within rows_bytes_max(), and not inside another parallel region.
@@ -176,7 +177,7 @@ inline bool split_rows(int64_t B, int64_t weight_bytes, int64_t row_bytes, int64
 // barrier every step, the rows split none (each thread reads all of W_hh instead of its half).
 // A crossing costs 70-75 ns on the AVX-512 host, but 34-456 ns on the Zen 3 host, from one
 // minute to the next (its two vCPUs move between cores near and far), and there the rows split
-// measured level to 28% faster in training and level to 22% faster in inference at every shape
+// measured level to 28% faster in training and level to 34% faster in inference at every shape
 // tried (docs/performance.md): a loop with no barrier does not depend on where the vCPUs sit.
 // LSTM_CPU_PREFER_ROWS=0 restores the units split there (read on every call, for A/B).
 inline bool prefer_rows() {
@@ -464,17 +465,24 @@ inline int64_t split_panels(int64_t B, int64_t H, int64_t macs, bool projected) 
   return split ? panels : 0;
 }
 
-// How the threads share a time loop of B rows, H units, G = blocks * H pre-activations a row
-// and P outputs (the LSTM: 4 blocks; the GRU: 3, P = H), forward and backward alike: the hidden
-// units (split_panels; unit_panels > 0), whole rows (split_rows), or neither (the step's
-// product forked over the team where large enough). Where both splits apply, prefer_rows()
-// picks (experiment 22).
+// split_rows for a time loop of B rows, H units, G = blocks * H pre-activations a row and P
+// outputs (the LSTM: 4 blocks; the GRU: 3 and the plain RNN: 1, P = H): the recurrent weights
+// (and the projection's) are the working set every thread reads, G values a row its own.
 template <typename T>
-inline LoopSplit loop_split(int64_t B, int64_t H, int64_t blocks, int64_t P, bool projected) {
+inline bool rows_split(int64_t B, int64_t H, int64_t blocks, int64_t P, bool projected) {
   const int64_t G = blocks * H;
   const int64_t weight_bytes = (G * P + (projected ? H * P : 0)) * (int64_t)sizeof(T);
-  const bool rows = split_rows(B, weight_bytes, G * sizeof(T), B * G * P);
-  const int64_t unit_panels = split_panels<T>(B, H, B * G * P, projected);
+  return split_rows(B, weight_bytes, G * sizeof(T), B * G * P);
+}
+
+// How the threads share a time loop of the LSTM or the GRU (shapes as rows_split), forward and
+// backward alike: the hidden units (split_panels; unit_panels > 0), whole rows (rows_split), or
+// neither (the step's product forked over the team where large enough). Where both splits
+// apply, prefer_rows() picks (experiment 22).
+template <typename T>
+inline LoopSplit loop_split(int64_t B, int64_t H, int64_t blocks, int64_t P, bool projected) {
+  const bool rows = rows_split<T>(B, H, blocks, P, projected);
+  const int64_t unit_panels = split_panels<T>(B, H, B * blocks * H * P, projected);
   if (unit_panels > 0 && !(rows && prefer_rows())) return {unit_panels, false};
   return {0, rows};
 }
@@ -1007,19 +1015,13 @@ void gru_backward(const GruBackward<T>& a) {
 // Plain RNN (tanh or relu)
 // ---------------------------------------------------------------------------------------------
 
-// Whether the threads split the RNN's time loop by rows (split_rows: from 8 rows a thread, W_hh
-// (H x H) and the rows' step within about a core's L2), forward and backward alike (experiment
-// 24); else each step's product is forked over the team where large enough.
-template <typename T>
-inline bool rnn_by_rows(int64_t B, int64_t H) {
-  return split_rows(B, H * H * (int64_t)sizeof(T), H * sizeof(T), B * H * H);
-}
-
 template <typename T>
 void rnn_forward(int64_t steps, int64_t B, int64_t H, T* pre /* (T, B, H) x W_ih^T + b */,
                  const T* w_hh_t /* (H, H), in panels */, const T* h0, const bool* mask, bool relu,
                  T* h_all /* (T, B, H) */) {
-  const bool by_rows = rnn_by_rows<T>(B, H);
+  // Whole rows per thread where rows_split allows (experiment 24; W_hh is H x H), forward and
+  // backward alike; else each step's product is forked over the team where large enough.
+  const bool by_rows = rows_split<T>(B, H, 1, H, false);
   const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
   // Step t for rows [b0, b1): z += h_{t-1} W_hh^T, then h = tanh(z) or relu(z), the mask.
   auto step = [&](int64_t t, int64_t b0, int64_t b1) {
@@ -1052,7 +1054,7 @@ void rnn_backward(int64_t steps, int64_t B, int64_t H, const T* h_all, const T* 
                   const bool* mask, bool relu, const T* grad_h /* (T, B, H) or nullptr */,
                   T* d_pre /* (T, B, H) out */, T* dh /* (B, H) in zeros, out dh0 */,
                   T* dh_skip /* (B, H) scratch */) {
-  const bool by_rows = rnn_by_rows<T>(B, H);
+  const bool by_rows = rows_split<T>(B, H, 1, H, false);  // as rnn_forward
   const int64_t all = (H + kPanel<T> - 1) / kPanel<T>;
   // Step t for rows [b0, b1): dz = dh * act'(z) (padding rows: 0, their dh skips the step),
   // then dh_{t-1} = dz W_hh (+ the skip).

@@ -310,11 +310,18 @@ static void project_into(at::Tensor& out, const at::Tensor& x2, const at::Tensor
   }
 }
 
-// Experiment 21's switch: the LSTM's bias added in the gate pass (default) or in the input
-// projection (LSTM_CPU_BIAS_IN_PASS=0), read on every call.
-static bool bias_in_pass() {
+// Where the LSTM's bias goes (experiment 21): into the gate pass (`pass`, the default: no
+// (T, B, 4H) broadcast copy before the input projection's GEMM), or into the input projection
+// (`projection`, LSTM_CPU_BIAS_IN_PASS=0, as before; read on every call). One is left empty.
+struct BiasPlace {
+  OptTensor projection;
+  at::Tensor pass;
+};
+static BiasPlace place_bias(const OptTensor& bias) {
   const char* v = std::getenv("LSTM_CPU_BIAS_IN_PASS");
-  return !v || std::atoi(v) != 0;
+  const bool in_pass = !v || std::atoi(v) != 0;
+  if (in_pass && has(bias)) return {OptTensor(), bias->contiguous()};
+  return {contig(bias), at::Tensor()};
 }
 
 // x (T, B, I) @ w^T (+ bias): the input projection of every step as one GEMM, (T, B, G).
@@ -375,11 +382,8 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
   check_lstm(x_, h0_, c0_, w_ih, w_hh, w_hr);
   const int64_t T = x_.size(0), B = x_.size(1), H = w_hh.size(0) / 4, P = w_hh.size(1);
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous(), c0 = c0_.contiguous();
-  // The bias is added in the gate pass (LSTM_CPU_BIAS_IN_PASS, read per call; 0: in the
-  // projection, as before experiment 21): no (T, B, 4H) broadcast copy before the GEMM.
-  const bool in_pass = bias_in_pass() && has(bias);
-  at::Tensor b_pass = in_pass ? bias->contiguous() : at::Tensor();
-  at::Tensor gates = input_projection(x, w_ih, in_pass ? OptTensor() : bias).contiguous();
+  const BiasPlace b = place_bias(bias);
+  at::Tensor gates = input_projection(x, w_ih, b.projection).contiguous();  // (T, B, 4H)
   at::Tensor w_hh_t = pack_panels(w_hh.t());                                 // (P, 4H)
   at::Tensor w_hr_t = has(w_hr) ? pack_panels(w_hr->t()) : at::Tensor();    // (H, P)
   at::Tensor m = mask_2d(mask, T, B);
@@ -393,7 +397,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_, const at::Tensor& h0_
                             ptr<scalar_t>(w_hr_t), h0.data_ptr<scalar_t>(),
                             c0.data_ptr<scalar_t>(), m.defined() ? m.data_ptr<bool>() : nullptr,
                             h_all.data_ptr<scalar_t>(), c_all.data_ptr<scalar_t>(),
-                            ptr<scalar_t>(tanh_c), ptr<scalar_t>(h_raw), ptr<scalar_t>(b_pass)};
+                            ptr<scalar_t>(tanh_c), ptr<scalar_t>(h_raw), ptr<scalar_t>(b.pass)};
     pybind11::gil_scoped_release no_gil;
     LSTMK_CALL(lstm_forward<scalar_t>, a);
   });
@@ -437,9 +441,7 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
   const int64_t chunk = infer_chunk(T, B, G * (int64_t)x_.element_size(), steps_per_chunk);
   at::Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   at::Tensor c_last = c0_.clone(at::MemoryFormat::Contiguous);  // carried from chunk to chunk
-  const bool in_pass = bias_in_pass() && has(bias);  // (as in lstm_forward)
-  OptTensor b = in_pass ? OptTensor() : contig(bias);
-  at::Tensor b_pass = in_pass ? bias->contiguous() : at::Tensor();
+  const BiasPlace b = place_bias(bias);
   at::Tensor w_hh_t = pack_panels(w_hh.t());                               // (P, 4H)
   at::Tensor w_hr_t = has(w_hr) ? pack_panels(w_hr->t()) : at::Tensor();  // (H, P)
   at::Tensor m = mask_2d(mask, T, B);
@@ -450,7 +452,7 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
   for (int64_t t0 = 0; t0 < T; t0 += chunk) {
     const int64_t n = std::min(chunk, T - t0);
     at::Tensor pre = gates.narrow(0, 0, n).view({n * B, G});
-    project_into(pre, x.narrow(0, t0, n).view({n * B, I}), w_ih, b);  // the chunk's steps
+    project_into(pre, x.narrow(0, t0, n).view({n * B, I}), w_ih, b.projection);  // its steps
     AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_infer", [&] {
       LstmForward<scalar_t> a{n, B, H, P,
                               gates.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
@@ -460,7 +462,7 @@ std::vector<at::Tensor> lstm_infer(const at::Tensor& x_, const at::Tensor& h0_,
                               c_last.data_ptr<scalar_t>(),
                               m.defined() ? m.data_ptr<bool>() + t0 * B : nullptr,
                               h_all.data_ptr<scalar_t>() + t0 * B * P, c_buf.data_ptr<scalar_t>(),
-                              nullptr, ptr<scalar_t>(h_raw), ptr<scalar_t>(b_pass)};
+                              nullptr, ptr<scalar_t>(h_raw), ptr<scalar_t>(b.pass)};
       pybind11::gil_scoped_release no_gil;
       LSTMK_CALL(lstm_forward<scalar_t>, a);
     });
