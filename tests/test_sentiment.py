@@ -15,10 +15,12 @@ from lstm.data.sentiment import (
     load_aclimdb,
     load_csv,
     split_dataset,
+    word2vec_embedding,
 )
 from lstm.models.classifier import (
     ClassifierConfig,
     RecurrentClassifier,
+    adversarial_loss,
     build_classifier,
     init_from_language_model,
 )
@@ -515,3 +517,97 @@ def test_cli_evaluate_an_ensemble_averages_the_class_probabilities(tmp_path, cap
     assert main(["evaluate", str(runs[0]), "--csv", str(csv), "--ensemble", str(runs[2])]) == 2
     err = capsys.readouterr().err.strip()
     assert "--ensemble" in err and "labels" in err and len(err.splitlines()) == 1
+
+
+def test_word2vec_embedding_places_words_of_the_same_contexts_together():
+    """Synonyms that share every context end nearer each other than words of opposite contexts;
+    the known rows are standardized, unknown words keep a random row, and one seed gives one
+    result."""
+    pytest.importorskip("gensim")
+    rng = np.random.default_rng(0)
+    texts = []
+    for _ in range(300):
+        good, bad = rng.choice(["great", "superb"], 2), rng.choice(["awful", "dull"], 2)
+        texts.append(f"i loved it , a {good[0]} film with {good[1]} acting , so happy .")
+        texts.append(f"i hated it , an {bad[0]} mess with {bad[1]} lines , so sad .")
+    vocab = build_vocab([*texts, "neverseen neverseen"])
+    w = word2vec_embedding(vocab, texts, 16, epochs=20, seed=3)
+    assert w.shape == (len(vocab), 16) and torch.isfinite(w).all()
+    cos = torch.nn.functional.cosine_similarity
+    i = vocab.index
+    assert cos(w[i["great"]], w[i["superb"]], 0) > cos(w[i["great"]], w[i["awful"]], 0) + 0.2
+    known = w[[i[t] for t in vocab.tokens[1:] if t not in ("neverseen", "\n")]]  # in the texts
+    assert known.mean(0).abs().max() < 1e-4 and abs(float(known.std()) - 1) < 1e-3
+    assert torch.equal(w, word2vec_embedding(vocab, texts, 16, epochs=20, seed=3))
+    with pytest.raises(ValueError, match="dim and epochs"):
+        word2vec_embedding(vocab, texts, 0)
+
+
+def test_adversarial_loss_adds_the_loss_at_the_worst_first_order_perturbation():
+    """In training: the plain loss plus the loss at x + ε·g/‖g‖ (one ε per review, checked by
+    hand); that perturbation raises the loss more than a random one of the same norm; in
+    evaluation it is the plain loss."""
+    torch.manual_seed(0)
+    config = ClassifierConfig(vocab_size=30, embed_size=8, hidden_size=6, dropout=0.0)
+    model = RecurrentClassifier(config).double()
+    tokens = torch.randint(1, 30, (4, 9))
+    lengths = torch.tensor([9, 5, 7, 2])
+    tokens[1, 5:], tokens[2, 7:], tokens[3, 2:] = 0, 0, 0
+    labels = torch.tensor([0, 1, 1, 0])
+    batch = (tokens, lengths, labels)
+    eps = 0.5
+    loss, _, n = adversarial_loss(eps)(model, batch, None)
+    ce = torch.nn.functional.cross_entropy
+    x = model.embedding(tokens).detach().requires_grad_()
+    plain = ce(model.classify(x, tokens, lengths), labels)
+    (g,) = torch.autograd.grad(plain, x)
+    assert float(g[3, 2:].abs().max()) == 0  # padding has no gradient, so it is not moved
+    r = eps * g / g.flatten(1).norm(dim=1)[:, None, None]
+    assert torch.allclose(r.flatten(1).norm(dim=1), torch.full((4,), eps, dtype=torch.float64))
+    worst = ce(model.classify(x + r, tokens, lengths), labels)
+    assert n == 4 and torch.allclose(loss, plain + worst)
+    noise = torch.randn_like(g) * (g != 0)
+    noise = eps * noise / noise.flatten(1).norm(dim=1)[:, None, None]
+    assert worst > ce(model.classify(x + noise, tokens, lengths), labels) > plain - 0.05
+    assert worst > plain
+    loss.backward()  # the sum trains every parameter
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    assert torch.allclose(adversarial_loss(eps)(model, batch, None)[0], plain)
+    with pytest.raises(ValueError, match="epsilon should be positive"):
+        adversarial_loss(0.0)
+
+
+def test_cli_word2vec_and_adversarial_training(tmp_path, capsys):
+    """--word2vec N starts the embedding from word2vec (the checkpoint's first update moves it
+    from there, not from a random row) and --adversarial EPS trains on the sum of both losses;
+    bad values and combinations are one-line errors."""
+    pytest.importorskip("gensim")
+    import pandas as pd
+
+    from lstm.tasks.sentiment import load_sentiment_model
+
+    data = toy_reviews(300)
+    f = tmp_path / "r.csv"
+    pd.DataFrame({"text": data.texts, "label": data.labels}).to_csv(f, index=False)
+    base = ["train", "sentiment", "--csv", str(f), "--embed", "8", "--hidden", "8",
+            "--no-progress", "--no-baseline"]  # fmt: skip
+    out = tmp_path / "w2v"
+    assert main([*base, "--steps", "1", "--lr", "1e-9", "--word2vec", "2", "--out", str(out)]) == 0
+    assert "word2vec embedding: 2 passes" in capsys.readouterr().out
+    model, vocab, _ = load_sentiment_model(out)
+    split = split_dataset(data)
+    start = word2vec_embedding(vocab, split.train.texts, 8, epochs=2, seed=0)
+    assert torch.allclose(model.embedding.weight, start, atol=1e-6)  # lr 1e-9: not moved
+    out = tmp_path / "adv"
+    assert main([*base, "--steps", "4", "--adversarial", "1.0", "--out", str(out)]) == 0
+    cases = [
+        (["--adversarial", "-1"], "argument --adversarial: should be positive"),
+        (["--adversarial", "1", "--cell", "transformer"], "for a recurrent cell"),
+        (["--word2vec", "2", "--finetune", str(tmp_path / "adv")], "--word2vec starts"),
+    ]
+    capsys.readouterr()
+    for extra, message in cases:
+        assert main([*base, *extra, "--steps", "1", "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err

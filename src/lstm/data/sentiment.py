@@ -42,6 +42,7 @@ __all__ = [
     "load_csv",
     "load_movie_reviews",
     "split_dataset",
+    "word2vec_embedding",
 ]
 
 SOURCES = {"imdb": "imdb", "rt": "rotten_tomatoes"}
@@ -230,6 +231,40 @@ def build_vocab(
 ) -> WordVocab:
     """A word vocabulary of the cleaned ``texts`` (index 0: ``<unk>``)."""
     return WordVocab.build("\n".join(clean_text(t) for t in texts), min_count, max_size)
+
+
+def word2vec_embedding(
+    vocab: WordVocab,
+    texts: Sequence[str],
+    dim: int,
+    *,
+    epochs: int = 5,
+    window: int = 5,
+    seed: int = 0,
+    workers: int = 1,
+) -> Tensor:
+    """Initial embedding rows ``(len(vocab), dim)`` for a classifier: skip-gram word2vec (Mikolov
+    et al. 2013, gensim's ``Word2Vec``, negative sampling) trained on the cleaned ``texts``
+    without their labels. The vectors are standardized (mean 0, one standard deviation over all
+    their entries) so that they start at the scale of ``nn.Embedding``'s N(0, 1) rows; a word of
+    the vocabulary that the texts lack, and ``<unk>``, keeps a random N(0, 1) row (from
+    ``seed``). One worker (the default) gives the same vectors on every run with the same seed."""
+    try:
+        from gensim.models import Word2Vec
+    except ImportError as e:  # an optional extra
+        raise ImportError("word2vec embeddings need gensim: pip install 'lstm[apps]'") from e
+    if dim < 1 or epochs < 1:
+        raise ValueError(f"dim and epochs should be at least 1, got {dim} and {epochs}")
+    sentences = [WordVocab.split(clean_text(t)) for t in texts]
+    w2v = Word2Vec(sentences, vector_size=dim, window=window, min_count=1, sg=1, negative=5,
+                   epochs=epochs, seed=seed, workers=workers)  # fmt: skip
+    rows = torch.randn(len(vocab), dim, generator=torch.Generator().manual_seed(seed))
+    known = [i for i, w in enumerate(vocab.tokens) if i > 0 and w in w2v.wv.key_to_index]
+    if known:
+        vectors = torch.from_numpy(w2v.wv[[vocab.tokens[i] for i in known]]).float()
+        vectors = vectors - vectors.mean(0)
+        rows[known] = vectors / vectors.std()
+    return rows
 
 
 def encode_texts(

@@ -40,6 +40,7 @@ __all__ = [
     "ClassifierConfig",
     "RecurrentClassifier",
     "TransformerClassifier",
+    "adversarial_loss",
     "build_classifier",
     "classification_loss",
     "discriminative_groups",
@@ -123,7 +124,11 @@ class RecurrentClassifier(nn.Module):
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """``tokens (B, T)`` padded, ``lengths (B,)`` -> logits ``(B, K)``."""
-        x = self.embedding(tokens)  # (B, T, E)
+        return self.classify(self.embedding(tokens), tokens, lengths)
+
+    def classify(self, x: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """Logits ``(B, K)`` from the embedded tokens ``x (B, T, E)``: everything above the
+        embedding (adversarial training perturbs ``x``: :func:`adversarial_loss`)."""
         x = self.drop(_word_dropout(x, tokens, self.config.embed_dropout, self.training))
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, state = self.rnn(packed)
@@ -220,6 +225,43 @@ def classification_loss(model: nn.Module, batch: tuple, state: Any) -> tuple[Ten
     device = next(model.parameters()).device
     logits = model(tokens.to(device), lengths)
     return F.cross_entropy(logits, labels.to(device)), None, len(labels)
+
+
+def adversarial_loss(epsilon: float):
+    """A loss for :func:`lstm.training.fit` that adds adversarial training on the embeddings
+    (Goodfellow et al. 2015; Miyato et al. 2017, for text classifiers) to
+    :func:`classification_loss`::
+
+        g     = ∇_x CE(f(x), y)                 x: the embedded tokens of one review (T, E)
+        r_adv = ε · g / ‖g‖₂                    ‖·‖₂ over the whole review
+        loss  = CE(f(x), y) + CE(f(x + r_adv), y)
+
+    the worst perturbation of norm ``epsilon`` to first order, on each review's embeddings (its
+    padding steps have no gradient, so they stay unperturbed). ``r_adv`` is a constant: no
+    gradient flows through it. It costs about 2.5 times a plain step (one more forward pass and
+    two more backward passes). Recurrent classifiers only (:meth:`RecurrentClassifier.classify`);
+    in evaluation it is the plain loss."""
+    if not epsilon > 0:
+        raise ValueError(f"epsilon should be positive, got {epsilon}")
+
+    def loss_fn(model: nn.Module, batch: tuple, state: Any) -> tuple[Tensor, None, int]:
+        if not isinstance(model, RecurrentClassifier):
+            raise TypeError(f"adversarial training needs a RecurrentClassifier, not "
+                            f"{type(model).__name__}")  # fmt: skip
+        tokens, lengths, labels = batch
+        device = next(model.parameters()).device
+        tokens, labels = tokens.to(device), labels.to(device)
+        x = model.embedding(tokens)  # (B, T, E)
+        loss = F.cross_entropy(model.classify(x, tokens, lengths), labels)
+        if not (model.training and torch.is_grad_enabled()):
+            return loss, None, len(labels)
+        (g,) = torch.autograd.grad(loss, x, retain_graph=True)
+        norm = g.flatten(1).norm(dim=1).clamp_min(1e-12)  # (B,)
+        r_adv = epsilon * g / norm[:, None, None]
+        adv = F.cross_entropy(model.classify(x + r_adv, tokens, lengths), labels)
+        return loss + adv, None, len(labels)
+
+    return loss_fn
 
 
 @torch.no_grad()

@@ -49,10 +49,12 @@ from lstm.data.sentiment import (
     load_csv,
     load_movie_reviews,
     split_dataset,
+    word2vec_embedding,
 )
 from lstm.data.text import WordVocab, vocab_from_json
 from lstm.models.classifier import (
     ClassifierConfig,
+    adversarial_loss,
     build_classifier,
     classification_loss,
     discriminative_groups,
@@ -342,6 +344,8 @@ def train_classifier(
     lr_decay: float = 1.0,
     gradual_unfreeze: bool = False,
     keep_head: int | None = None,
+    embedding: torch.Tensor | None = None,
+    adversarial: float = 0.0,
 ) -> SentimentRun:
     """Trains a classifier on ``split.train`` with :func:`lstm.training.fit`, keeping the weights
     of the best validation loss, and scores it on validation and test. ``pretrained`` is the
@@ -351,7 +355,11 @@ def train_classifier(
     learning rates and gradual unfreezing (:func:`lstm.models.classifier.discriminative_groups`);
     the defaults train every layer at one rate from the start. A text longer than ``max_len``
     keeps its first ``max_len`` tokens, or its first ``keep_head`` and its last ``max_len -
-    keep_head`` (:func:`lstm.data.sentiment.encode_texts`)."""
+    keep_head`` (:func:`lstm.data.sentiment.encode_texts`). ``embedding`` ``(len(vocab),
+    embed_size)`` replaces the embedding's random start (word2vec's vectors:
+    :func:`lstm.data.sentiment.word2vec_embedding`). ``adversarial`` > 0 trains with adversarial
+    perturbations of that norm on each review's embeddings
+    (:func:`lstm.models.classifier.adversarial_loss`)."""
     from lstm.training import fit
 
     vocab = vocab or build_vocab(split.train.texts, min_count, max_vocab)
@@ -361,6 +369,12 @@ def train_classifier(
     model = build_classifier(config)
     if pretrained is not None:
         init_from_language_model(model, *pretrained)
+    if embedding is not None:
+        if tuple(embedding.shape) != tuple(model.embedding.weight.shape):
+            raise ValueError(f"embedding: expected shape {tuple(model.embedding.weight.shape)}, "
+                             f"got {tuple(embedding.shape)}")  # fmt: skip
+        with torch.no_grad():
+            model.embedding.weight.copy_(embedding)
     if initial is not None:
         keys = model.load_state_dict(initial, strict=False)
         missing = [k for k in keys.missing_keys if not k.startswith("head.")]
@@ -379,11 +393,12 @@ def train_classifier(
 
     extra = {"task": TASK, "model": config.to_json(), "vocab": vocab.to_json(),
              "label_names": split.train.label_names, "max_len": max_len, "keep_head": keep_head,
-             "data": source or {}}  # fmt: skip
+             "data": source or {}, "adversarial": adversarial}  # fmt: skip
     groups = None
     if lr_decay != 1.0 or gradual_unfreeze:
         groups = discriminative_groups(model, lr_decay, gradual_unfreeze)
-    result = fit(model, train_batches, classification_loss, train_config, eval_fn=eval_fn,
+    loss_fn = adversarial_loss(adversarial) if adversarial else classification_loss
+    result = fit(model, train_batches, loss_fn, train_config, eval_fn=eval_fn,
                  out_dir=out_dir, extra=extra, restore_best=True, param_groups=groups)  # fmt: skip
     K = config.num_classes
     scores = {}
@@ -485,6 +500,9 @@ def add_train_arguments(p) -> None:
         help="what the language models read: train (the training texts), imdb (the "
         "IMDB training reviews), or a UTF-8 file with one document per line",
     )
+    pre.add_argument("--word2vec", type=int, default=0, metavar="EPOCHS",
+                     help="start the embedding from skip-gram word2vec vectors trained for "
+                          "EPOCHS passes over the training texts (gensim; 0: random)")  # fmt: skip
     pre.add_argument("--pretrained", metavar="RUN",
                      help="start from the language models (and vocabulary) of an earlier run "
                           "with --pretrain-minutes instead of training new ones")  # fmt: skip
@@ -492,6 +510,9 @@ def add_train_arguments(p) -> None:
                    help="start from the classifier of an earlier run (say, IMDB's for Rotten "
                         "Tomatoes): its weights and vocabulary, which gains the new words")  # fmt: skip
     p.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
+    p.add_argument("--adversarial", type=float, default=0.0, metavar="EPSILON",
+                   help="adversarial training: each review's embeddings also perturbed by EPSILON "
+                        "(L2 norm over the review) against its gradient (Miyato et al. 2017)")  # fmt: skip
     f = p.add_argument_group("fine-tuning (ULMFiT)")
     f.add_argument("--lr-decay", type=float, default=1.0, metavar="FACTOR",
                    help="discriminative learning rates: each layer below the head trains at "
@@ -514,6 +535,9 @@ def run_train(args) -> int:
     if args.keep_head is not None and not 0 <= args.keep_head <= args.max_len:
         raise ValueError(f"argument --keep-head: should be between 0 and --max-len "
                          f"({args.max_len}), got {args.keep_head}")  # fmt: skip
+    if args.adversarial < 0 or (args.adversarial and args.cell == "transformer"):
+        raise ValueError(f"argument --adversarial: should be positive, for a recurrent cell; got "
+                         f"{args.adversarial:g} with --cell {args.cell}")  # fmt: skip
     if not args.lr_decay >= 1:
         raise ValueError(f"argument --lr-decay: should be at least 1, got {args.lr_decay:g}")
     if args.threads:
@@ -595,12 +619,25 @@ def run_train(args) -> int:
             print("[sentiment] the language models hold no backward model: the classifier's "
                   "backward direction starts from random weights")  # fmt: skip
         pretrained = (lm_states[0], lm_states[1] if len(lm_states) > 1 else None)
+    embedding = None
+    if args.word2vec:
+        if args.finetune or lm_states:
+            raise ValueError("--word2vec starts the embedding of a new classifier: give it without "
+                             "--finetune, --pretrained or --pretrain-minutes")  # fmt: skip
+        if args.word2vec < 0:
+            raise ValueError(f"argument --word2vec: should be at least 0, got {args.word2vec}")
+        t1 = time.perf_counter()
+        embedding = word2vec_embedding(vocab, split.train.texts, args.embed, epochs=args.word2vec,
+                                       seed=args.seed, workers=args.threads or 1)  # fmt: skip
+        print(f"[sentiment] word2vec embedding: {args.word2vec} passes over the training texts "
+              f"in {time.perf_counter() - t1:.0f} s")  # fmt: skip
     t0 = time.perf_counter()
     run = train_classifier(split, config, train_config, vocab=vocab, max_len=args.max_len,
                            batch_size=args.batch, pretrained=pretrained, initial=initial,
                            out_dir=out, source=source, lr_decay=args.lr_decay,
                            gradual_unfreeze=args.gradual_unfreeze,
-                           keep_head=args.keep_head)  # fmt: skip
+                           keep_head=args.keep_head, embedding=embedding,
+                           adversarial=args.adversarial)  # fmt: skip
     seconds = time.perf_counter() - t0  # the classifier's training and scoring, no baseline
     label = args.cell.upper() + (" (LM pre-trained)" if pretrained else "")
     label += f" (fine-tuned from {Path(args.finetune).name})" if initial else ""
