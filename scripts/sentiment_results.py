@@ -121,6 +121,22 @@ ROWS = {
         "--cell lstm --embed 512 --hidden 128 --word-dropout 0.3 --dropout 0.5 --epochs 6 "
         "--schedule constant --keep-head 100",
     ),
+    # the head-and-tail recipe with the embedding started from word2vec (--word2vec 5: skip-gram,
+    # five passes over the training reviews), and with adversarial training on top (--adversarial
+    # 5, Miyato et al. 2017): 2026-12-08
+    **{
+        f"imdb-lstm-e6-ht-w2v{adv}-s{k}": (
+            "imdb",
+            f"LSTM, head and tail, 6 epochs, word2vec embedding{label}, seed {k}",
+            f"--cell lstm {SCRATCH} --epochs 6 --schedule constant --keep-head 100 --seed {k} "
+            f"--word2vec 5{option} --no-baseline",
+        )
+        for adv, label, option, seeds in [
+            ("", "", "", (0, 1)),
+            ("-adv5", ", adversarial training (ε 5)", " --adversarial 5", (0, 1, 2, 3)),
+        ]
+        for k in seeds
+    },
     # after the IMDB rows: they start from IMDB classifiers
     "rt-lstm-ft-imdb": (
         "rt",
@@ -145,6 +161,16 @@ ROWS = {
         )
         for cell, k in [("lstm", 4), ("lstm", 5), ("gru", 0), ("gru", 1), ("gru", 2)]
     },
+    **{
+        f"rt-lstm-ft-imdb-w2v{adv}-s{k}": (
+            "rt",
+            f"LSTM fine-tuned from the IMDB classifier `imdb-lstm-e6-ht-w2v{adv}-s{k}`",
+            f"--cell lstm {SCRATCH} --epochs 4 --lr 2e-3 --schedule constant "
+            f"--finetune runs/imdb-lstm-e6-ht-w2v{adv}-s{k}",
+        )
+        for adv, seeds in [("", (0, 1)), ("-adv5", (0, 1, 2, 3))]
+        for k in seeds
+    },
     # language models pre-trained for 25 minutes per direction on a faster machine than
     # rt-lstm-pretrained's 20; then the same classifier started from them with ULMFiT's
     # discriminative rates and gradual unfreezing
@@ -168,6 +194,11 @@ ROWS = {
 IMDB_HT_SEEDS = ["imdb-lstm-e6-ht", *(f"imdb-lstm-e6-ht-s{k}" for k in range(1, 6))]
 IMDB_LSTMS = [*IMDB_HT_SEEDS, "imdb-lstm-e6-ht800", "imdb-lstm-e512-ht", "imdb-lstm-e6"]
 RT_HT_SEEDS = ["rt-lstm-ft-imdb-ht", *(f"rt-lstm-ft-imdb-ht-s{k}" for k in range(1, 6))]
+# word2vec embeddings (two seeds) and word2vec with adversarial training (four seeds), 2026-12-08
+IMDB_ADV = [f"imdb-lstm-e6-ht-w2v-adv5-s{k}" for k in range(4)]
+IMDB_W2V = ["imdb-lstm-e6-ht-w2v-s0", "imdb-lstm-e6-ht-w2v-s1", *IMDB_ADV]
+RT_ADV = [f"rt-lstm-ft-imdb-w2v-adv5-s{k}" for k in range(4)]
+RT_W2V = ["rt-lstm-ft-imdb-w2v-s0", "rt-lstm-ft-imdb-w2v-s1", *RT_ADV]
 
 # name -> (data set, method label, the rows whose classifiers are averaged)
 ENSEMBLES: dict[str, tuple[str, str, list[str]]] = {
@@ -204,6 +235,16 @@ ENSEMBLES: dict[str, tuple[str, str, list[str]]] = {
         "ensemble: the nine LSTMs and the three GRUs",
         [*IMDB_LSTMS, *(f"imdb-gru-e6-ht-s{k}" for k in range(3))],
     ),
+    "imdb-ensemble-adv4": (
+        "imdb",
+        "ensemble: the four `imdb-lstm-e6-ht-w2v-adv5-s*` seeds",
+        IMDB_ADV,
+    ),
+    "imdb-ensemble-w2v6": (
+        "imdb",
+        "ensemble: the six word2vec LSTMs (`imdb-ensemble-adv4`'s and `imdb-lstm-e6-ht-w2v-s*`)",
+        IMDB_W2V,
+    ),
     "rt-ensemble-ft-imdb-ht": (
         "rt",
         "ensemble: mean probabilities of the four `rt-lstm-ft-imdb-ht*`",
@@ -223,6 +264,17 @@ ENSEMBLES: dict[str, tuple[str, str, list[str]]] = {
         "rt",
         "ensemble: the six LSTMs and the three `rt-gru-ft-imdb-ht*`",
         [*RT_HT_SEEDS, *(f"rt-gru-ft-imdb-ht-s{k}" for k in range(3))],
+    ),
+    "rt-ensemble-ft-adv4": (
+        "rt",
+        "ensemble: the four `rt-lstm-ft-imdb-w2v-adv5-s*`",
+        RT_ADV,
+    ),
+    "rt-ensemble-ft-w2v6": (
+        "rt",
+        "ensemble: the six fine-tuned from word2vec LSTMs (`rt-ensemble-ft-adv4`'s and "
+        "`rt-lstm-ft-imdb-w2v-s*`)",
+        RT_W2V,
     ),
 }
 

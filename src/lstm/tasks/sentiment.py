@@ -20,6 +20,12 @@ Fine-tuning (:func:`finetune_start`): a classifier trained on one data set start
 training (``lstm train sentiment --finetune RUN``): the IMDB reviews' classifier, say, for the
 Rotten Tomatoes sentences. Its vocabulary gains the new training texts' words it lacks, and the
 head is kept when the labels are the same.
+
+Two cheaper starts and a regularizer (``--word2vec``, ``--adversarial``): the embedding can start
+from skip-gram word2vec vectors of the training texts
+(:func:`lstm.data.sentiment.word2vec_embedding`), and training can add the loss at the
+worst small perturbation of each review's embeddings
+(:func:`lstm.models.classifier.adversarial_loss`, Miyato et al. 2017).
 """
 
 from __future__ import annotations
