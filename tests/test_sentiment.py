@@ -605,9 +605,12 @@ def test_cli_word2vec_and_adversarial_training(tmp_path, capsys):
         (["--adversarial", "-1"], "argument --adversarial: should be positive"),
         (["--adversarial", "1", "--cell", "transformer"], "for a recurrent cell"),
         (["--word2vec", "2", "--finetune", str(tmp_path / "adv")], "--word2vec starts"),
+        (["--word2vec", "2", "--pretrain-minutes", "0.01"], "--word2vec starts"),
+        (["--word2vec", "-1"], "argument --word2vec: should be at least 0"),
     ]
     capsys.readouterr()
     for extra, message in cases:
         assert main([*base, *extra, "--steps", "1", "--out", str(tmp_path / "bad")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "bad" / "lm-forward").exists()  # refused before pre-training ran

@@ -555,6 +555,12 @@ def run_train(args) -> int:
         split.train = split.train.subset(range(min(args.limit, len(split.train))))
     if args.pretrained and args.pretrain_minutes > 0:
         raise ValueError("give --pretrained RUN or --pretrain-minutes, not both")
+    if args.word2vec < 0:
+        raise ValueError(f"argument --word2vec: should be at least 0, got {args.word2vec}")
+    if args.word2vec and (args.finetune or args.pretrained or args.pretrain_minutes > 0):
+        # checked before any pre-training runs, not after its minutes
+        raise ValueError("--word2vec starts the embedding of a new classifier: give it without "
+                         "--finetune, --pretrained or --pretrain-minutes")  # fmt: skip
     if args.finetune and (args.pretrained or args.pretrain_minutes > 0):
         raise ValueError("--finetune RUN starts from a trained classifier: give it without "
                          "--pretrained or --pretrain-minutes")  # fmt: skip
@@ -627,11 +633,6 @@ def run_train(args) -> int:
         pretrained = (lm_states[0], lm_states[1] if len(lm_states) > 1 else None)
     embedding = None
     if args.word2vec:
-        if args.finetune or lm_states:
-            raise ValueError("--word2vec starts the embedding of a new classifier: give it without "
-                             "--finetune, --pretrained or --pretrain-minutes")  # fmt: skip
-        if args.word2vec < 0:
-            raise ValueError(f"argument --word2vec: should be at least 0, got {args.word2vec}")
         t1 = time.perf_counter()
         embedding = word2vec_embedding(vocab, split.train.texts, args.embed, epochs=args.word2vec,
                                        seed=args.seed, workers=args.threads or 1)  # fmt: skip
